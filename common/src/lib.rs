@@ -1,0 +1,14 @@
+//! What the three services share, and nothing else: configuration helpers, telemetry, HTTP
+//! plumbing (JSON errors, request ids, request metrics), health endpoints, graceful shutdown,
+//! and, behind features, PostgreSQL start-up (`postgres`) and the order message with its queue
+//! topology (`amqp`).
+
+pub mod backoff;
+pub mod config;
+#[cfg(feature = "postgres")]
+pub mod db;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,36 @@
+//! Logging: `tracing` filtered by `RUST_LOG`, human-readable by default, JSON lines with
+//! `LOG_FORMAT=json`.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Env;
+
+/// The filter used when `RUST_LOG` is unset: our own logs at `info`, chatty libraries quieter.
+const DEFAULT_FILTER: &str = "info,sqlx=warn,lapin=warn,amq_protocol=warn";
+
+/// Installs the global subscriber. Call once, first thing in `main`.
+///
+/// Every request runs inside a span carrying its request id (see [`crate::http`]), so each
+/// line logged while serving it names the request; JSON lines carry the span's fields too.
+pub fn init(env: &Env) {
+    let (filter, bad_filter) = match env.get("RUST_LOG").map(EnvFilter::try_new) {
+        None => (EnvFilter::new(DEFAULT_FILTER), None),
+        Some(Ok(filter)) => (filter, None),
+        Some(Err(err)) => (EnvFilter::new(DEFAULT_FILTER), Some(err)),
+    };
+    // Colours only for a terminal: `docker logs` and log files get plain text.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
+    // A second call (tests starting several services in one process) keeps the first subscriber.
+    let _ = if env.get("LOG_FORMAT") == Some("json") {
+        builder.json().with_current_span(true).try_init()
+    } else {
+        builder.try_init()
+    };
+    if let Some(err) = bad_filter {
+        tracing::warn!("RUST_LOG is not a valid filter ({err}); using {DEFAULT_FILTER:?}");
+    }
+}
