@@ -161,7 +161,10 @@ mod tests {
     fn lower_bounds_are_enforced() {
         let env = Env::from_pairs([("POOL", "0")]);
         assert!(env.at_least("POOL", 5u32, 1).is_err());
-        assert_eq!(Env::from_pairs([("POOL", "7")]).at_least("POOL", 5u32, 1), Ok(7));
+        assert_eq!(
+            Env::from_pairs([("POOL", "7")]).at_least("POOL", 5u32, 1),
+            Ok(7)
+        );
     }
 
     #[test]

@@ -156,7 +156,8 @@ impl Database {
         let maintenance = self.settings.connect_options().database("postgres");
         let mut conn = sqlx::PgConnection::connect_with(&maintenance).await?;
         let quoted = name.replace('"', "\"\"");
-        conn.execute(AssertSqlSafe(format!("CREATE DATABASE \"{quoted}\""))).await?;
+        conn.execute(AssertSqlSafe(format!("CREATE DATABASE \"{quoted}\"")))
+            .await?;
         conn.close().await
     }
 

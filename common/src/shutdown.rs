@@ -58,7 +58,8 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let app = NormalizePathLayer::trim_trailing_slash().layer(router);
-    let make_service = ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
+    let make_service =
+        ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
     let server = axum::serve(listener, make_service)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();

@@ -54,10 +54,19 @@ mod tests {
         assert_eq!(settings.listen.port(), 9000);
         let db = &settings.database;
         assert_eq!(
-            (db.host.as_str(), db.port, db.user.as_str(), db.password.as_str(), db.name.as_str()),
+            (
+                db.host.as_str(),
+                db.port,
+                db.user.as_str(),
+                db.password.as_str(),
+                db.name.as_str()
+            ),
             ("inventory-db", 5433, "app", "s3cret", "films")
         );
-        assert!(!format!("{db:?}").contains("s3cret"), "the password never reaches a log");
+        assert!(
+            !format!("{db:?}").contains("s3cret"),
+            "the password never reaches a log"
+        );
     }
 
     #[test]

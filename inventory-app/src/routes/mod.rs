@@ -10,7 +10,9 @@ pub fn router(db: Database) -> Router {
     Router::new()
         .route(
             "/api/movies",
-            get(movies::list).post(movies::create).delete(movies::delete_all),
+            get(movies::list)
+                .post(movies::create)
+                .delete(movies::delete_all),
         )
         .route(
             "/api/movies/{id}",

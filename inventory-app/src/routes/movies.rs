@@ -111,10 +111,15 @@ pub async fn update(
     }
     let title = changes.title.as_deref().map(model::title).transpose()?;
     let description = changes.description.map(model::description).transpose()?;
-    db::update(database.pool()?, id, title.as_deref(), description.as_deref())
-        .await?
-        .map(Json)
-        .ok_or(ApiError::MovieNotFound(id))
+    db::update(
+        database.pool()?,
+        id,
+        title.as_deref(),
+        description.as_deref(),
+    )
+    .await?
+    .map(Json)
+    .ok_or(ApiError::MovieNotFound(id))
 }
 
 pub async fn delete(

@@ -1,0 +1,543 @@
+//! The movie API served by the real router and server, against a fresh PostgreSQL database
+//! per test.
+
+use std::time::Duration;
+
+use inventory_app::Settings;
+use inventory_app::startup::Application;
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use testkit::TestDatabase;
+use tokio_util::sync::CancellationToken;
+
+/// inventory-app serving on a random port; stopped when dropped.
+struct RunningApp {
+    url: String,
+    shutdown: CancellationToken,
+}
+
+impl Drop for RunningApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn start(database: common::db::DatabaseSettings) -> RunningApp {
+    let settings = Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database,
+        shutdown_timeout: Duration::from_secs(5),
+    };
+    let app = Application::bind(settings).await.expect("bind a port");
+    let url = format!("http://{}", app.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run(shutdown.clone()));
+    RunningApp { url, shutdown }
+}
+
+struct TestApp {
+    app: RunningApp,
+    db: TestDatabase,
+    http: reqwest::Client,
+}
+
+/// inventory-app with a fresh database, once `/ready` says so.
+async fn spawn_app() -> TestApp {
+    let db = TestDatabase::create().await;
+    let app = TestApp {
+        app: start(db.settings()).await,
+        db,
+        http: reqwest::Client::new(),
+    };
+    for _ in 0..100 {
+        if app.get("/ready").await.status() == StatusCode::OK {
+            return app;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("inventory-app did not become ready");
+}
+
+impl TestApp {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.app.url)
+    }
+
+    async fn get(&self, path: &str) -> Response {
+        self.http.get(self.url(path)).send().await.expect("GET")
+    }
+
+    async fn delete(&self, path: &str) -> Response {
+        self.http
+            .delete(self.url(path))
+            .send()
+            .await
+            .expect("DELETE")
+    }
+
+    async fn post_json(&self, path: &str, body: Value) -> Response {
+        self.http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST")
+    }
+
+    async fn put_json(&self, path: &str, body: Value) -> Response {
+        self.http
+            .put(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("PUT")
+    }
+
+    /// Sends a raw body with the given Content-Type (or none).
+    async fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        let mut request = self.http.request(method, self.url(path)).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request.send().await.expect("request")
+    }
+
+    async fn create(&self, title: &str, description: &str) -> Value {
+        let response = self
+            .post_json(
+                "/api/movies",
+                json!({"title": title, "description": description}),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    /// Every stored row, read straight from the database.
+    async fn stored(&self) -> Vec<(i64, String, String)> {
+        let pool = self.db.pool().await;
+        let rows = sqlx::query_as("SELECT id, title, description FROM movies ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        rows
+    }
+}
+
+/// Asserts the status and that the body is a JSON error; returns its message.
+async fn expect_error(response: Response, status: StatusCode) -> String {
+    assert_eq!(response.status(), status, "unexpected status");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json",
+        "errors are JSON"
+    );
+    let body: Value = response.json().await.expect("a JSON body");
+    body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message in {body}"))
+        .to_owned()
+}
+
+fn titles(movies: &Value) -> Vec<&str> {
+    movies
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .map(|m| m["title"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn audit_post_then_get_with_trailing_slashes() {
+    let app = spawn_app().await;
+
+    let response = app
+        .post_json(
+            "/api/movies/",
+            json!({"title": "A new movie", "description": "Very short description"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let created: Value = response.json().await.unwrap();
+    assert!(created["id"].as_i64().unwrap() >= 1);
+    assert_eq!(created["title"], "A new movie");
+    assert_eq!(created["description"], "Very short description");
+
+    let response = app.get("/api/movies/").await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let movies: Value = response.json().await.unwrap();
+    assert_eq!(movies, json!([created]));
+}
+
+#[tokio::test]
+async fn every_route_answers_with_and_without_trailing_slash() {
+    let app = spawn_app().await;
+    for slash in ["", "/"] {
+        let movie = app.create("Alien", "In space").await;
+        let id = movie["id"].as_i64().unwrap();
+        let one = format!("/api/movies/{id}{slash}");
+
+        assert_eq!(app.get(&format!("/api/movies{slash}")).await.status(), 200);
+        let shown: Value = app.get(&one).await.json().await.unwrap();
+        assert_eq!(shown, movie);
+
+        let response = app.put_json(&one, json!({"title": "Aliens"})).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let updated: Value = response.json().await.unwrap();
+        assert_eq!(updated["title"], "Aliens");
+
+        let response = app.delete(&one).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.json::<Value>().await.unwrap()["deleted"], 1);
+
+        app.create("Heat", "").await;
+        let response = app.delete(&format!("/api/movies{slash}")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(app.stored().await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn get_put_delete_of_an_absent_movie_are_404() {
+    let app = spawn_app().await;
+    app.create("Kept", "untouched").await;
+    let before = app.stored().await;
+
+    let message = expect_error(app.get("/api/movies/999").await, StatusCode::NOT_FOUND).await;
+    assert_eq!(message, "movie 999 not found");
+    expect_error(
+        app.put_json("/api/movies/999", json!({"title": "x"})).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    expect_error(app.delete("/api/movies/999").await, StatusCode::NOT_FOUND).await;
+
+    assert_eq!(app.stored().await, before);
+}
+
+#[tokio::test]
+async fn put_replaces_only_the_fields_present() {
+    let app = spawn_app().await;
+    let id = app.create("Old title", "Old description").await["id"].clone();
+
+    let response = app
+        .put_json(
+            &format!("/api/movies/{id}"),
+            json!({"description": "New description"}),
+        )
+        .await;
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"id": id, "title": "Old title", "description": "New description"})
+    );
+
+    let response = app
+        .put_json(&format!("/api/movies/{id}"), json!({"title": "New title"}))
+        .await;
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"id": id, "title": "New title", "description": "New description"})
+    );
+}
+
+#[tokio::test]
+async fn title_filter_is_a_case_insensitive_literal_substring() {
+    let app = spawn_app().await;
+    for title in [
+        "The Matrix",
+        "matrix reloaded",
+        "100% Love",
+        "1000 Love",
+        "snake_case",
+        "snakeXcase",
+        r"back\slash",
+        "Amélie",
+    ] {
+        app.create(title, "").await;
+    }
+    let search = |filter: &'static str| {
+        let app = &app;
+        async move {
+            let response = app
+                .http
+                .get(app.url("/api/movies"))
+                .query(&[("title", filter)])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let movies: Value = response.json().await.unwrap();
+            titles(&movies)
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        }
+    };
+
+    assert_eq!(search("MATRIX").await, ["The Matrix", "matrix reloaded"]);
+    assert_eq!(search("0%").await, ["100% Love"]);
+    assert_eq!(search("%").await, ["100% Love"]);
+    assert_eq!(search("e_c").await, ["snake_case"]);
+    assert_eq!(search(r"k\s").await, [r"back\slash"]);
+    assert_eq!(search("AMÉLIE").await, ["Amélie"]);
+    assert!(search("no such title").await.is_empty());
+    assert_eq!(
+        search("").await.len(),
+        8,
+        "an empty filter lists everything"
+    );
+}
+
+#[tokio::test]
+async fn bad_bodies_are_rejected_and_change_nothing() {
+    let app = spawn_app().await;
+    let id = app.create("Kept", "untouched").await["id"].clone();
+    let one = format!("/api/movies/{id}");
+    let before = app.stored().await;
+    use reqwest::Method;
+
+    for (method, path) in [(Method::POST, "/api/movies"), (Method::PUT, one.as_str())] {
+        let json = Some("application/json");
+        let cases: Vec<(Option<&str>, String, StatusCode)> = vec![
+            (json, "{\"title\": ".into(), StatusCode::BAD_REQUEST),
+            (json, "not json".into(), StatusCode::BAD_REQUEST),
+            (
+                None,
+                r#"{"title":"x"}"#.into(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            (
+                Some("text/plain"),
+                r#"{"title":"x"}"#.into(),
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ),
+            (
+                json,
+                r#"{"title": 5}"#.into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                json,
+                r#"{"title": ["x"]}"#.into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                json,
+                r#"{"title": "x", "description": false}"#.into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (json, "[]".into(), StatusCode::UNPROCESSABLE_ENTITY),
+            (
+                json,
+                r#"{"title": "   "}"#.into(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                json,
+                json!({"title": "x".repeat(256)}).to_string(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                json,
+                json!({"title": "ok", "description": "d".repeat(4001)}).to_string(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                json,
+                json!({"title": "nul\u{0}byte"}).to_string(),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                json,
+                json!({"title": "big", "description": "x".repeat(70_000)}).to_string(),
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+        ];
+        for (content_type, body, status) in cases {
+            let response = app
+                .send_raw(method.clone(), path, content_type, body.clone())
+                .await;
+            let short: String = body.chars().take(40).collect();
+            assert_eq!(response.status(), status, "{method} {path} {short:?}");
+            expect_error(response, status).await;
+        }
+    }
+    let message = expect_error(
+        app.post_json("/api/movies", json!({"description": "no title"}))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_eq!(message, "title is required");
+    expect_error(
+        app.put_json(&one, json!({})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+
+    assert_eq!(app.stored().await, before, "no bad request changed a row");
+}
+
+#[tokio::test]
+async fn bad_ids_are_400_on_every_id_route() {
+    let app = spawn_app().await;
+    app.create("Kept", "untouched").await;
+    let before = app.stored().await;
+
+    for id in ["0", "-1", "abc", "1.5", "9223372036854775808", "%20", "1e3"] {
+        let path = format!("/api/movies/{id}");
+        expect_error(app.get(&path).await, StatusCode::BAD_REQUEST).await;
+        expect_error(
+            app.put_json(&path, json!({"title": "x"})).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        expect_error(app.delete(&path).await, StatusCode::BAD_REQUEST).await;
+    }
+    // The largest id fits the column: it is simply absent.
+    expect_error(
+        app.get("/api/movies/9223372036854775807").await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+
+    assert_eq!(app.stored().await, before);
+}
+
+#[tokio::test]
+async fn unicode_and_sql_metacharacters_are_stored_literally() {
+    let app = spawn_app().await;
+    let titles_in = [
+        "Robert'); DROP TABLE movies;--",
+        "\" OR 1=1 --",
+        "千と千尋の神隠し",
+        "🎬 émoji & <tags>",
+        "$1 $2 ::text",
+    ];
+    for title in titles_in {
+        let created = app.create(title, title).await;
+        assert_eq!(created["title"], title);
+        assert_eq!(created["description"], title);
+    }
+    let stored: Vec<String> = app.stored().await.into_iter().map(|row| row.1).collect();
+    assert_eq!(stored, titles_in);
+
+    let response = app
+        .http
+        .get(app.url("/api/movies"))
+        .query(&[("title", "'); drop")])
+        .send()
+        .await
+        .unwrap();
+    let found: Value = response.json().await.unwrap();
+    assert_eq!(titles(&found), ["Robert'); DROP TABLE movies;--"]);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json() {
+    let app = spawn_app().await;
+    expect_error(app.get("/api/nothing").await, StatusCode::NOT_FOUND).await;
+    let response = app
+        .send_raw(reqwest::Method::PATCH, "/api/movies", None, "")
+        .await;
+    assert_eq!(response.headers()["allow"], "GET,HEAD,POST,DELETE");
+    expect_error(response, StatusCode::METHOD_NOT_ALLOWED).await;
+}
+
+#[tokio::test]
+async fn probes_metrics_and_request_ids() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/health").await.status(), StatusCode::OK);
+    let ready: Value = app.get("/ready").await.json().await.unwrap();
+    assert_eq!(
+        ready,
+        json!({"status": "ready", "checks": {"database": "ok"}})
+    );
+
+    let response = app.get("/api/movies/12345").await;
+    let generated = response.headers()["x-request-id"].to_str().unwrap();
+    assert_eq!(generated.len(), 36, "a UUID is generated: {generated}");
+    let response = app
+        .http
+        .get(app.url("/api/movies"))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["x-request-id"], "trace-me-42");
+
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(
+            r#"http_requests_total{method="GET",route="/api/movies/{id}",status="404"} 1"#
+        ),
+        "requests are counted by route template:\n{metrics}"
+    );
+    assert!(metrics.contains("http_request_duration_seconds_bucket"));
+    assert!(metrics.contains("http_requests_in_flight"));
+}
+
+#[tokio::test]
+async fn without_a_database_it_is_alive_but_not_ready_and_answers_503() {
+    let mut database = TestDatabase::create().await.settings();
+    // Nothing listens on port 1: the database is unreachable.
+    database.port = 1;
+    let app = start(database).await;
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{}{path}", app.url)).send();
+
+    assert_eq!(get("/health").await.unwrap().status(), StatusCode::OK);
+    let ready = get("/ready").await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let message = expect_error(
+        get("/api/movies").await.unwrap(),
+        StatusCode::SERVICE_UNAVAILABLE,
+    )
+    .await;
+    assert_eq!(message, "the database is not ready yet");
+}
+
+#[tokio::test]
+async fn an_exhausted_pool_answers_503_quickly_instead_of_hanging() {
+    let db = TestDatabase::create().await;
+    let mut settings = db.settings();
+    settings.pool_size = 1;
+    settings.acquire_timeout = Duration::from_millis(300);
+    let app = TestApp {
+        app: start(settings).await,
+        db,
+        http: reqwest::Client::new(),
+    };
+    while app.get("/ready").await.status() != StatusCode::OK {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Another client locks the table, so the first request holds the only pooled connection.
+    let pool = app.db.pool().await;
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE movies IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let stuck = tokio::spawn({
+        let (http, url) = (app.http.clone(), app.url("/api/movies"));
+        async move { http.get(url).send().await.unwrap().status() }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // The lock is released only after this answer, so getting one at all proves no hang.
+    let response = app.get("/api/movies/1").await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    expect_error(response, StatusCode::SERVICE_UNAVAILABLE).await;
+
+    lock.rollback().await.unwrap();
+    assert_eq!(stuck.await.unwrap(), StatusCode::OK);
+}
