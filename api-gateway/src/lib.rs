@@ -1,1 +1,20 @@
+//! api-gateway: the single entry point of the system.
+//!
+//! - [`config`]: the settings, read from the environment;
+//! - [`startup`]: the broker connection, the router, the server's lifetime;
+//! - `routes/movies.rs`: `/api/movies...`, forwarded to inventory-app;
+//! - `routes/billing.rs`: `POST /api/billing` (published) and `/api/billing/orders...`
+//!   (forwarded to billing-app);
+//! - `routes/openapi.rs`: `GET /api/openapi.json`, the document in `openapi.json`;
+//! - `proxy.rs`: how a request is forwarded and its answer streamed back;
+//! - `publisher.rs`: the RabbitMQ connection and confirmed publishing;
+//! - `error.rs`: every error the gateway itself answers with.
 
+pub mod config;
+mod error;
+mod proxy;
+mod publisher;
+mod routes;
+pub mod startup;
+
+pub use config::Settings;

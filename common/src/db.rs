@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::config::{ConfigError, Env};
 use crate::health::Check;
+use crate::http::JsonError;
+use axum::http::StatusCode;
 
 /// Where a service's database is and how many connections it may hold.
 #[derive(Clone)]
@@ -180,6 +182,26 @@ impl Database {
     /// Closes every connection; call after the server has stopped.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// The answer to a failed query: 503 when retrying later may succeed, 500 otherwise. The
+/// details go to the log, never to the client.
+pub fn error_response(err: &sqlx::Error) -> JsonError {
+    tracing::error!("database error: {err}");
+    if is_transient(err) {
+        JsonError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the database is unavailable; retry later",
+        )
+    } else {
+        JsonError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+}
+
+impl From<NotReady> for JsonError {
+    fn from(not_ready: NotReady) -> Self {
+        JsonError::new(StatusCode::SERVICE_UNAVAILABLE, not_ready.to_string())
     }
 }
 

@@ -3,6 +3,8 @@
 //! and, behind features, PostgreSQL start-up (`postgres`) and the order message with its queue
 //! topology (`amqp`).
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 pub mod backoff;
 pub mod config;
 #[cfg(feature = "postgres")]
@@ -10,5 +12,7 @@ pub mod db;
 pub mod health;
 pub mod http;
 pub mod metrics;
+#[cfg(feature = "amqp")]
+pub mod order;
 pub mod shutdown;
 pub mod telemetry;

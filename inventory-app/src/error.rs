@@ -23,32 +23,13 @@ pub enum ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = match &self {
-            Self::InvalidId(_) => StatusCode::BAD_REQUEST,
-            Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::MovieNotFound(_) => StatusCode::NOT_FOUND,
-            Self::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Database(err) if db::is_transient(err) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        let error = match self {
+            Self::InvalidId(_) => JsonError::new(StatusCode::BAD_REQUEST, self.to_string()),
+            Self::Invalid(message) => JsonError::new(StatusCode::UNPROCESSABLE_ENTITY, message),
+            Self::MovieNotFound(_) => JsonError::new(StatusCode::NOT_FOUND, self.to_string()),
+            Self::NotReady(not_ready) => not_ready.into(),
+            Self::Database(err) => db::error_response(&err),
         };
-        let message = match &self {
-            Self::Database(err) => {
-                // Details go to the log; the client learns only whether to retry.
-                tracing::error!("{err}");
-                if status == StatusCode::SERVICE_UNAVAILABLE {
-                    "the database is unavailable; retry later".to_owned()
-                } else {
-                    "internal error".to_owned()
-                }
-            }
-            other => other.to_string(),
-        };
-        let mut response = JsonError::new(status, message).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
-        }
-        response
+        error.into_response()
     }
 }

@@ -1,0 +1,203 @@
+//! Forwarding a request to a backing service and streaming its answer back.
+//!
+//! The request keeps its method, path, query, headers and body; the response comes back with
+//! its status, headers and body. Both bodies stream through without being buffered whole.
+//! Hop-by-hop headers (RFC 9110 §7.6.1) are dropped in both directions, and the client's
+//! address is added as `X-Forwarded-For`. The hyper client used here never follows redirects
+//! and never reads proxy settings from the environment, so the gateway only ever talks to the
+//! configured service, over pooled keep-alive connections.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::uri::{Authority, PathAndQuery, Scheme};
+use axum::http::{StatusCode, Uri, Version};
+use axum::response::Response;
+use common::http::JsonError;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Headers that describe one connection, not the message: never forwarded.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Why a request could not be forwarded. Messages name the service, never its address.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{0} is unavailable")]
+    Unavailable(&'static str),
+    #[error("{0} did not answer in time")]
+    Timeout(&'static str),
+    #[error("{0} failed to answer")]
+    BadGateway(&'static str),
+}
+
+impl From<ProxyError> for JsonError {
+    fn from(err: ProxyError) -> Self {
+        let status = match err {
+            ProxyError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+        };
+        JsonError::new(status, err.to_string())
+    }
+}
+
+/// A backing service the gateway forwards to, with its own connection pool.
+#[derive(Clone)]
+pub struct Upstream {
+    name: &'static str,
+    scheme: Scheme,
+    authority: Authority,
+    client: Client<HttpConnector, Body>,
+    timeout: Duration,
+}
+
+impl Upstream {
+    /// `base` is the service's `http://host:port`; `timeout` bounds the wait for response
+    /// headers (a slow body after that keeps streaming).
+    pub fn new(name: &'static str, base: &Uri, timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Self {
+            name,
+            scheme: base.scheme().cloned().unwrap_or(Scheme::HTTP),
+            authority: base
+                .authority()
+                .cloned()
+                .unwrap_or_else(|| Authority::from_static("127.0.0.1")),
+            client,
+            timeout,
+        }
+    }
+
+    /// Sends `request` to `path_and_query` on this service on behalf of `client`.
+    pub async fn forward(
+        &self,
+        mut request: Request,
+        client: SocketAddr,
+        path_and_query: PathAndQuery,
+    ) -> Result<Response, ProxyError> {
+        let target = Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| ProxyError::BadGateway(self.name))?;
+        *request.uri_mut() = target;
+        *request.version_mut() = Version::HTTP_11;
+        let headers = request.headers_mut();
+        remove_hop_by_hop(headers);
+        add_forwarded(headers, client);
+
+        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+            .await
+            .map_err(|_| ProxyError::Timeout(self.name))?
+            .map_err(|err| {
+                tracing::warn!(upstream = self.name, "forwarding failed: {err:?}");
+                if err.is_connect() {
+                    ProxyError::Unavailable(self.name)
+                } else {
+                    ProxyError::BadGateway(self.name)
+                }
+            })?;
+        let mut response = response.map(Body::new);
+        remove_hop_by_hop(response.headers_mut());
+        Ok(response)
+    }
+}
+
+/// Drops the standard hop-by-hop headers and any header that `Connection` names.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(&HOP_BY_HOP) {
+        headers.remove(name);
+    }
+}
+
+/// Appends the client to `X-Forwarded-For` and records the original scheme and host. The
+/// `Host` header is removed so that the client library sets the upstream's own.
+fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr) {
+    let client_ip = client.ip().to_string();
+    let forwarded_for = match headers.get(X_FORWARDED_FOR).map(HeaderValue::to_str) {
+        Some(Ok(earlier)) => format!("{earlier}, {client_ip}"),
+        _ => client_ip,
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let Some(host) = headers.remove(header::HOST) {
+        headers.insert(X_FORWARDED_HOST, host);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic eA=="),
+            ("x-kept", "yes"),
+            ("content-type", "application/json"),
+        ] {
+            headers.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        remove_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-kept"]);
+    }
+
+    #[test]
+    fn the_client_is_appended_to_x_forwarded_for() {
+        let mut headers = HeaderMap::new();
+        headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
+        headers.insert(header::HOST, HeaderValue::from_static("shop.example"));
+        add_forwarded(&mut headers, "10.1.2.3:4567".parse().unwrap());
+        assert_eq!(headers[X_FORWARDED_FOR], "203.0.113.9, 10.1.2.3");
+        assert_eq!(headers[X_FORWARDED_PROTO], "http");
+        assert_eq!(headers[X_FORWARDED_HOST], "shop.example");
+        assert!(!headers.contains_key(header::HOST));
+    }
+}

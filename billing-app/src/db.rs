@@ -1,0 +1,67 @@
+//! Every SQL statement of billing-app.
+
+use chrono::{DateTime, Utc};
+use common::order::Order;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A stored order, as the read API returns it.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct StoredOrder {
+    pub order_id: Uuid,
+    pub user_id: i64,
+    pub number_of_items: i32,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub total_amount: Decimal,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Stores `orders` in one statement; an order whose id is already stored is skipped, which is
+/// what makes redelivery harmless. Returns how many rows were new.
+pub async fn insert_orders(pool: &PgPool, orders: &[Order]) -> sqlx::Result<u64> {
+    let ids: Vec<Uuid> = orders.iter().map(|o| o.order_id).collect();
+    let users: Vec<i64> = orders.iter().map(|o| o.user_id).collect();
+    let items: Vec<i32> = orders.iter().map(|o| o.number_of_items).collect();
+    let amounts: Vec<Decimal> = orders.iter().map(|o| o.total_amount).collect();
+    let result = sqlx::query(
+        "INSERT INTO orders (id, user_id, number_of_items, total_amount) \
+         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::integer[], $4::numeric[]) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(ids)
+    .bind(users)
+    .bind(items)
+    .bind(amounts)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// The newest orders first, optionally of one user.
+pub async fn list_orders(
+    pool: &PgPool,
+    user_id: Option<i64>,
+    limit: i64,
+) -> sqlx::Result<Vec<StoredOrder>> {
+    sqlx::query_as(
+        "SELECT id AS order_id, user_id, number_of_items, total_amount, created_at FROM orders \
+         WHERE $1::bigint IS NULL OR user_id = $1 \
+         ORDER BY created_at DESC, id LIMIT $2",
+    )
+    .bind(user_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn find_order(pool: &PgPool, order_id: Uuid) -> sqlx::Result<Option<StoredOrder>> {
+    sqlx::query_as(
+        "SELECT id AS order_id, user_id, number_of_items, total_amount, created_at FROM orders \
+         WHERE id = $1",
+    )
+    .bind(order_id)
+    .fetch_optional(pool)
+    .await
+}

@@ -1,0 +1,230 @@
+//! RabbitMQ: broker settings, the queue topology that both the gateway (publisher) and
+//! billing-app (consumer) declare, and a connection loop that reconnects with backoff.
+
+use std::fmt;
+use std::future::Future;
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::config::{ConfigError, Env};
+
+/// Seconds between heartbeats: a silently dead broker or network is noticed within ~2x this.
+const HEARTBEAT_SECONDS: u16 = 10;
+
+/// Where the broker is and which queue carries orders.
+#[derive(Clone)]
+pub struct BrokerSettings {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: String,
+    /// `RABBITMQ_QUEUE`, `billing_queue` by default.
+    pub queue: String,
+}
+
+impl BrokerSettings {
+    /// Reads `RABBITMQ_HOST`, `RABBITMQ_PORT`, `RABBITMQ_USER`, `RABBITMQ_PASSWORD` and
+    /// `RABBITMQ_QUEUE`. The defaults reach a local RabbitMQ with its built-in `guest` account,
+    /// which RabbitMQ only accepts from the same machine.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            host: env.string_or("RABBITMQ_HOST", "127.0.0.1"),
+            port: env.port_or("RABBITMQ_PORT", 5672)?,
+            user: env.string_or("RABBITMQ_USER", "guest"),
+            password: env.string_or("RABBITMQ_PASSWORD", "guest"),
+            queue: env.string_or("RABBITMQ_QUEUE", "billing_queue"),
+        })
+    }
+
+    /// The queue names derived from [`Self::queue`].
+    pub fn topology(&self) -> Topology {
+        Topology {
+            queue: self.queue.clone(),
+        }
+    }
+
+    /// Built field by field, so credentials need no URL-escaping.
+    fn uri(&self) -> AMQPUri {
+        AMQPUri {
+            scheme: AMQPScheme::AMQP,
+            authority: AMQPAuthority {
+                userinfo: AMQPUserInfo {
+                    username: self.user.clone(),
+                    password: self.password.clone(),
+                },
+                host: self.host.clone(),
+                port: self.port,
+            },
+            vhost: "/".to_owned(),
+            query: AMQPQueryString {
+                heartbeat: Some(HEARTBEAT_SECONDS),
+                connection_timeout: Some(5_000),
+                ..AMQPQueryString::default()
+            },
+        }
+    }
+}
+
+impl fmt::Debug for BrokerSettings {
+    /// Everything but the password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "amqp://{}@{}:{} (queue {})",
+            self.user, self.host, self.port, self.queue
+        )
+    }
+}
+
+/// The queues and exchange around the order queue.
+///
+/// `billing_queue` is a durable quorum queue whose rejected messages go through the exchange
+/// `billing_queue.dlx` to the durable queue `billing_queue.dead-letter`, where they wait for a
+/// human. Publishers use the default exchange with the queue's name as routing key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub queue: String,
+}
+
+impl Topology {
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dlx", self.queue)
+    }
+
+    pub fn dead_letter_queue(&self) -> String {
+        format!("{}.dead-letter", self.queue)
+    }
+
+    /// Declares everything; idempotent, so both services call it on every (re)connection and
+    /// whichever starts first creates the topology.
+    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        let quorum = |extra: &[(&str, AMQPValue)]| {
+            let mut args = FieldTable::default();
+            args.insert("x-queue-type".into(), string("quorum"));
+            for (key, value) in extra {
+                args.insert((*key).into(), value.clone());
+            }
+            args
+        };
+
+        let dlx = self.dead_letter_exchange();
+        let dlq = self.dead_letter_queue();
+        channel
+            .exchange_declare(
+                dlx.as_str().into(),
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_declare(dlq.as_str().into(), durable, quorum(&[]))
+            .await?;
+        channel
+            .queue_bind(
+                dlq.as_str().into(),
+                dlx.as_str().into(),
+                self.queue.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_declare(
+                self.queue.as_str().into(),
+                durable,
+                quorum(&[
+                    ("x-dead-letter-exchange", string(&dlx)),
+                    ("x-dead-letter-routing-key", string(&self.queue)),
+                ]),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(value.into())
+}
+
+/// Opens a connection named `name` (shown in the RabbitMQ management UI).
+pub async fn connect(settings: &BrokerSettings, name: &str) -> lapin::Result<Connection> {
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    Connection::connect_uri(settings.uri(), properties).await
+}
+
+/// Runs `session` on a fresh connection, again and again, until `shutdown` is cancelled.
+///
+/// Connection failures are logged and retried with exponential backoff. `session` owns the
+/// connection while it lasts: it opens its channels, does its work, and returns when the
+/// connection fails (an `Err`) or when it has finished shutting down (`Ok`).
+pub async fn run_connected<S, F>(
+    settings: &BrokerSettings,
+    name: &str,
+    shutdown: &CancellationToken,
+    mut session: S,
+) where
+    S: FnMut(Connection) -> F,
+    F: Future<Output = lapin::Result<()>>,
+{
+    let mut backoff = Backoff::for_reconnects();
+    while !shutdown.is_cancelled() {
+        match connect(settings, name).await {
+            Ok(connection) => {
+                tracing::info!(broker = ?settings, "connected to RabbitMQ");
+                backoff.reset();
+                match session(connection).await {
+                    Ok(()) => return,
+                    Err(err) => tracing::warn!("RabbitMQ connection lost: {err}"),
+                }
+            }
+            Err(err) => tracing::warn!(broker = ?settings, "RabbitMQ not reachable: {err}"),
+        }
+        let delay = backoff.next_delay();
+        tracing::info!("reconnecting to RabbitMQ in {delay:.1?}");
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// Waits until `connection` reports an error (broker gone, heartbeat missed, closed by the
+/// broker) and returns it.
+pub async fn connection_lost(connection: &Connection) -> lapin::Error {
+    use futures_util::StreamExt;
+    let mut events = std::pin::pin!(connection.events_listener());
+    while let Some(event) = events.next().await {
+        if let lapin::Event::Error(err) = event {
+            return err;
+        }
+    }
+    lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed).into()
+}
+
+/// A message header value holding text, e.g. the request id.
+pub fn text_header(value: &str) -> AMQPValue {
+    AMQPValue::LongString(value.into())
+}
+
+/// The text of a header, if present and textual.
+pub fn header_text(headers: Option<&FieldTable>, key: &str) -> Option<String> {
+    let key = ShortString::from(key);
+    match headers?.inner().get(&key)? {
+        AMQPValue::LongString(value) => Some(value.to_string()),
+        AMQPValue::ShortString(value) => Some(value.to_string()),
+        _ => None,
+    }
+}
