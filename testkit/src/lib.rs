@@ -1,10 +1,34 @@
 //! Helpers for the services' integration tests, which run against the real PostgreSQL on
-//! 127.0.0.1:5432 (and, for billing, the real RabbitMQ on 127.0.0.1:5672).
+//! 127.0.0.1:5432 and the real RabbitMQ on 127.0.0.1:5672.
 //!
-//! Each test gets its own database (and queue), so tests run in parallel and leave nothing behind.
+//! Each test gets its own database and queue, so tests run in parallel and leave nothing
+//! behind; faults are injected with a TCP proxy between a service and its dependency.
 
+mod broker;
 mod database;
 mod process;
+mod proxy;
 
+use std::future::Future;
+use std::time::Duration;
+
+pub use broker::{Message, TestQueue};
 pub use database::TestDatabase;
 pub use process::{ServiceProcess, run_to_exit};
+pub use proxy::FaultProxy;
+
+/// Polls `condition` every 50 ms until it holds; panics with `what` after `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {limit:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,272 @@
+//! The three services together: the acceptance scenario, orders posted while billing-app is
+//! down, and the broker failing under load.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use testkit::{FaultProxy, TestDatabase, TestQueue, eventually};
+use uuid::Uuid;
+
+use super::*;
+
+/// Rows of `orders` per user, straight from the billing database.
+async fn users_stored(db: &TestDatabase) -> Vec<i64> {
+    let pool = db.pool().await;
+    let users = sqlx::query_scalar("SELECT user_id FROM orders ORDER BY created_at")
+        .fetch_all(&pool)
+        .await
+        .unwrap_or_default();
+    pool.close().await;
+    users
+}
+
+/// How many rows each order id has.
+async fn rows_per_order(db: &TestDatabase) -> HashMap<Uuid, i64> {
+    let pool = db.pool().await;
+    let rows: Vec<(Uuid, i64)> = sqlx::query_as("SELECT id, count(*) FROM orders GROUP BY id")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    rows.into_iter().collect()
+}
+
+fn billing_body(user_id: &str, items: &str, amount: &str) -> Value {
+    json!({"user_id": user_id, "number_of_items": items, "total_amount": amount})
+}
+
+#[tokio::test]
+async fn the_acceptance_scenario_end_to_end() {
+    let (movies_db, orders_db, queue) = (
+        TestDatabase::create().await,
+        TestDatabase::create().await,
+        TestQueue::new(),
+    );
+    let inventory = start_inventory(movies_db.settings()).await;
+    let billing = start_billing(orders_db.settings(), queue.settings()).await;
+    let gateway = start_gateway(gateway_settings(
+        &inventory.url,
+        &billing.url,
+        queue.settings(),
+    ))
+    .await;
+    wait_for_ready(&gateway.url).await;
+    let api = |path: &str| format!("{}{path}", gateway.url);
+
+    // 1-2: a movie through the gateway.
+    let movie = json!({"title": "A new movie", "description": "Very short description"});
+    let (status, created) = json_of(post_json(&api("/api/movies/"), &movie).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(created["title"], "A new movie");
+    let (status, listed) = json_of(reqwest::get(api("/api/movies/")).await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert!(listed.as_array().unwrap().contains(&created));
+
+    // 3: an order, stored by billing-app.
+    let (status, accepted) =
+        json_of(post_json(&api("/api/billing/"), &billing_body("20", "99", "250")).await).await;
+    assert_eq!(status, 200);
+    assert!(accepted["message"].is_string());
+    let first_id = accepted["order_id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(10), "user 20 stored", || async {
+        users_stored(&orders_db).await == [20]
+    })
+    .await;
+
+    // 4-6: billing-app stopped; the order is accepted and waits in the queue.
+    let billing_addr = billing.addr;
+    billing.stop().await;
+    let (status, accepted) =
+        json_of(post_json(&api("/api/billing/"), &billing_body("22", "10", "50")).await).await;
+    assert_eq!(status, 200);
+    let second_id = accepted["order_id"].as_str().unwrap().to_owned();
+    assert_eq!(queue.depth().await, 1);
+    assert_eq!(
+        users_stored(&orders_db).await,
+        [20],
+        "user 22 absent while billing-app is down"
+    );
+    let (status, _) = json_of(reqwest::get(api("/api/billing/orders")).await.unwrap()).await;
+    assert_eq!(status, 503, "the read API is unavailable with billing-app");
+
+    // 7: billing-app back: user 22 appears, nothing duplicated.
+    let billing = start_billing_on(billing_addr, orders_db.settings(), queue.settings()).await;
+    eventually(Duration::from_secs(10), "user 22 stored", || async {
+        users_stored(&orders_db).await == [20, 22]
+    })
+    .await;
+    let (status, orders) = json_of(
+        reqwest::get(api("/api/billing/orders?user_id=22"))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(orders.as_array().unwrap().len(), 1);
+    assert_eq!(orders[0]["order_id"], second_id);
+    assert_eq!(orders[0]["total_amount"], "50.00");
+    let (status, order) = json_of(
+        reqwest::get(api(&format!("/api/billing/orders/{first_id}")))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(order["user_id"], 20);
+    assert_eq!(queue.depth().await, 0);
+    billing.stop().await;
+}
+
+#[tokio::test]
+async fn orders_posted_while_billing_is_down_are_all_stored_once_it_is_back() {
+    let (orders_db, queue) = (TestDatabase::create().await, TestQueue::new());
+    let gateway = start_gateway(gateway_settings(
+        &dead_url().await,
+        &dead_url().await,
+        queue.settings(),
+    ))
+    .await;
+    wait_for_ready(&gateway.url).await;
+
+    let posts = (1..=50).map(|user| {
+        let url = format!("{}/api/billing", gateway.url);
+        async move {
+            let body = billing_body(&user.to_string(), "1", "9.99");
+            let (status, accepted) = json_of(post_json(&url, &body).await).await;
+            assert_eq!(status, 200);
+            Uuid::parse_str(accepted["order_id"].as_str().unwrap()).unwrap()
+        }
+    });
+    let accepted: Vec<Uuid> = futures_util::future::join_all(posts).await;
+    assert_eq!(queue.depth().await, 50, "all 50 wait in the queue");
+
+    let _billing = start_billing(orders_db.settings(), queue.settings()).await;
+    eventually(Duration::from_secs(20), "50 orders stored", || async {
+        rows_per_order(&orders_db).await.len() == 50
+    })
+    .await;
+    let stored = rows_per_order(&orders_db).await;
+    for id in &accepted {
+        assert_eq!(stored.get(id), Some(&1), "order {id} stored exactly once");
+    }
+}
+
+/// Posts orders from several concurrent clients until `stop`, recording each answer.
+fn keep_posting(url: String, stop: Arc<AtomicBool>) -> JoinHandle<Vec<(u16, Option<Uuid>)>> {
+    tokio::spawn(async move {
+        let clients = (0..4).map(|client| {
+            let (url, stop) = (url.clone(), stop.clone());
+            async move {
+                let http = reqwest::Client::new();
+                let mut answers = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let body = billing_body(&(client + 1).to_string(), "2", "10.50");
+                    let response = http.post(&url).json(&body).send().await.unwrap();
+                    let (status, body) = json_of(response).await;
+                    let id = body["order_id"]
+                        .as_str()
+                        .map(|id| Uuid::parse_str(id).unwrap());
+                    answers.push((status, id));
+                }
+                answers
+            }
+        });
+        futures_util::future::join_all(clients).await.concat()
+    })
+}
+
+#[tokio::test]
+async fn a_broker_outage_while_posting_gives_503s_and_loses_no_accepted_order() {
+    let (orders_db, queue) = (TestDatabase::create().await, TestQueue::new());
+    let broker = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], 5672))).await;
+    let _billing = start_billing(orders_db.settings(), queue.settings()).await;
+    let gateway = start_gateway(gateway_settings(
+        &dead_url().await,
+        &dead_url().await,
+        queue.settings_via(broker.port()),
+    ))
+    .await;
+    wait_for_ready(&gateway.url).await;
+    let url = format!("{}/api/billing", gateway.url);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let posting = keep_posting(url.clone(), stop.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    broker.cut();
+    wait_for_ready_status(&gateway.url, 503).await;
+    for _ in 0..10 {
+        let (status, body) = json_of(post_json(&url, &billing_body("9", "1", "1")).await).await;
+        assert_eq!(status, 503, "no 200 while the broker is unreachable");
+        assert!(body["error"].as_str().unwrap().contains("broker"));
+        assert!(body.get("order_id").is_none());
+    }
+
+    broker.restore();
+    wait_for_ready(&gateway.url).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let answers = posting.await.unwrap();
+
+    let accepted: Vec<Uuid> = answers
+        .iter()
+        .filter_map(|(status, id)| (*status == 200).then(|| id.unwrap()))
+        .collect();
+    let refused = answers.iter().filter(|(status, _)| *status == 503).count();
+    assert!(
+        answers
+            .iter()
+            .all(|(status, _)| *status == 200 || *status == 503),
+        "only 200 or 503: {answers:?}"
+    );
+    assert!(
+        accepted.len() > 10,
+        "orders were accepted before and after the outage"
+    );
+    assert!(refused > 0, "the outage was seen by the posting clients");
+
+    eventually(
+        Duration::from_secs(20),
+        "every accepted order stored",
+        || async {
+            let stored = rows_per_order(&orders_db).await;
+            accepted.iter().all(|id| stored.contains_key(id))
+        },
+    )
+    .await;
+    let stored = rows_per_order(&orders_db).await;
+    assert!(
+        stored.values().all(|rows| *rows == 1),
+        "no order stored twice"
+    );
+}
+
+#[tokio::test]
+async fn an_order_the_broker_does_not_confirm_in_time_gets_503() {
+    let queue = TestQueue::new();
+    let broker = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], 5672))).await;
+    let gateway = start_gateway(gateway_settings(
+        &dead_url().await,
+        &dead_url().await,
+        queue.settings_via(broker.port()),
+    ))
+    .await;
+    wait_for_ready(&gateway.url).await;
+    let url = format!("{}/api/billing", gateway.url);
+
+    broker.freeze();
+    let (status, body) = json_of(post_json(&url, &billing_body("3", "1", "5")).await).await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        body["error"],
+        "the message broker did not confirm the order in time"
+    );
+
+    broker.restore();
+    let (status, _) = json_of(post_json(&url, &billing_body("3", "1", "5")).await).await;
+    assert_eq!(status, 200);
+}

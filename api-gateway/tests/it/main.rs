@@ -1,0 +1,177 @@
+//! api-gateway's integration tests: the real gateway, inventory-app and billing-app routers
+//! and servers, in this process, against the real PostgreSQL and RabbitMQ, with a fresh
+//! database and queue per test.
+
+mod billing;
+mod e2e;
+mod openapi;
+mod proxy;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use api_gateway::Settings;
+use common::amqp::BrokerSettings;
+use common::db::DatabaseSettings;
+use reqwest::Response;
+use serde_json::Value;
+use testkit::eventually;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A service serving on a random local port until stopped or dropped.
+struct Running {
+    url: String,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Running {
+    /// Stops the service the way SIGTERM does and waits until it has.
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("the service task").expect("a clean stop");
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn running(
+    addr: SocketAddr,
+    run: impl FnOnce(CancellationToken) -> JoinHandle<std::io::Result<()>>,
+) -> Running {
+    let shutdown = CancellationToken::new();
+    let task = run(shutdown.clone());
+    Running {
+        url: format!("http://{addr}"),
+        addr,
+        shutdown,
+        task: Some(task),
+    }
+}
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+async fn start_inventory(database: DatabaseSettings) -> Running {
+    let settings = inventory_app::Settings {
+        listen: loopback(),
+        database,
+        shutdown_timeout: Duration::from_secs(5),
+    };
+    let app = inventory_app::startup::Application::bind(settings)
+        .await
+        .unwrap();
+    let addr = app.local_addr().unwrap();
+    let service = running(addr, |stop| tokio::spawn(app.run(stop)));
+    wait_for_ready(&service.url).await;
+    service
+}
+
+async fn start_billing(database: DatabaseSettings, broker: BrokerSettings) -> Running {
+    start_billing_on(loopback(), database, broker).await
+}
+
+/// billing-app on a given address, e.g. the one of an instance stopped before.
+async fn start_billing_on(
+    listen: SocketAddr,
+    database: DatabaseSettings,
+    broker: BrokerSettings,
+) -> Running {
+    let settings = billing_app::Settings {
+        listen,
+        database,
+        broker,
+        prefetch: 100,
+        shutdown_timeout: Duration::from_secs(5),
+    };
+    let app = billing_app::startup::Application::bind(settings)
+        .await
+        .unwrap();
+    let addr = app.local_addr().unwrap();
+    let service = running(addr, |stop| tokio::spawn(app.run(stop)));
+    wait_for_ready(&service.url).await;
+    service
+}
+
+/// Gateway settings for tests: short timeouts so that fault tests stay quick.
+fn gateway_settings(inventory_url: &str, billing_url: &str, broker: BrokerSettings) -> Settings {
+    Settings {
+        listen: loopback(),
+        inventory_url: inventory_url.parse().unwrap(),
+        billing_url: billing_url.parse().unwrap(),
+        broker,
+        upstream_timeout: Duration::from_secs(2),
+        confirm_timeout: Duration::from_secs(1),
+        shutdown_timeout: Duration::from_secs(5),
+    }
+}
+
+/// Starts the gateway without waiting for it to be ready (some tests start it with the
+/// broker unreachable).
+async fn start_gateway(settings: Settings) -> Running {
+    let app = api_gateway::startup::Application::bind(settings)
+        .await
+        .unwrap();
+    let addr = app.local_addr().unwrap();
+    running(addr, |stop| tokio::spawn(app.run(stop)))
+}
+
+async fn ready_status(url: &str) -> u16 {
+    match reqwest::get(format!("{url}/ready")).await {
+        Ok(response) => response.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+async fn wait_for_ready(url: &str) {
+    wait_for_ready_status(url, 200).await;
+}
+
+async fn wait_for_ready_status(url: &str, status: u16) {
+    eventually(
+        Duration::from_secs(20),
+        &format!("{url}/ready answers {status}"),
+        || async { ready_status(url).await == status },
+    )
+    .await;
+}
+
+/// A URL where nothing listens.
+async fn dead_url() -> String {
+    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+async fn post_json(url: &str, body: &Value) -> Response {
+    reqwest::Client::new()
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .expect("POST")
+}
+
+/// The status, and the body as JSON, of a response whose body must be JSON.
+async fn json_of(response: Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    (status, response.json().await.expect("a JSON body"))
+}

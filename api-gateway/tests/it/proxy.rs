@@ -1,0 +1,326 @@
+//! The proxy in front of inventory-app: what is forwarded, what comes back, and what happens
+//! when the upstream is down or slow.
+
+use std::time::Duration;
+
+use serde_json::json;
+use testkit::TestDatabase;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::*;
+
+/// A gateway in front of the real inventory-app with a fresh database.
+async fn with_inventory() -> (Running, Running, TestDatabase) {
+    let db = TestDatabase::create().await;
+    let inventory = start_inventory(db.settings()).await;
+    let gateway = start_gateway(gateway_settings(
+        &inventory.url,
+        &dead_url().await,
+        testkit::TestQueue::new().settings(),
+    ))
+    .await;
+    (gateway, inventory, db)
+}
+
+/// An HTTP/1.1 upstream written by hand, to control every byte: it answers each request
+/// with `response` after `delay`, and hands the request head it received to the test.
+async fn raw_upstream(
+    response: &'static str,
+    delay: Duration,
+) -> (String, mpsc::UnboundedReceiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (heads, received) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let heads = heads.clone();
+            tokio::spawn(async move {
+                let head = read_head(&mut socket).await;
+                let _ = heads.send(head);
+                tokio::time::sleep(delay).await;
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (url, received)
+}
+
+async fn read_head(socket: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).to_lowercase()
+}
+
+/// Sends `request` as raw bytes to `url` and returns the whole raw response, lowercased.
+async fn raw_request(url: &str, request: &str) -> String {
+    let mut socket = TcpStream::connect(url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    socket.read_to_end(&mut response).await.unwrap();
+    String::from_utf8_lossy(&response).to_lowercase()
+}
+
+#[tokio::test]
+async fn method_path_query_and_headers_are_forwarded_without_hop_by_hop_headers() {
+    let upstream_answer = "HTTP/1.1 418 I'm a teapot\r\n\
+        Content-Type: application/json\r\n\
+        Content-Length: 2\r\n\
+        Connection: close, X-Upstream-Hop\r\n\
+        X-Upstream-Hop: secret\r\n\
+        Keep-Alive: timeout=5\r\n\
+        X-Upstream-Custom: kept\r\n\r\n{}";
+    let (upstream, mut heads) = raw_upstream(upstream_answer, Duration::ZERO).await;
+    let gateway = start_gateway(gateway_settings(
+        &upstream,
+        &dead_url().await,
+        testkit::TestQueue::new().settings(),
+    ))
+    .await;
+
+    let response = raw_request(
+        &gateway.url,
+        "DELETE /api/movies/7?title=a%20b&x=1 HTTP/1.1\r\n\
+         Host: shop.example\r\n\
+         Connection: close, X-Drop-Me\r\n\
+         X-Drop-Me: secret\r\n\
+         Keep-Alive: timeout=5\r\n\
+         TE: trailers\r\n\
+         Proxy-Authorization: Basic eA==\r\n\
+         X-Custom: kept\r\n\
+         Content-Length: 0\r\n\r\n",
+    )
+    .await;
+
+    let head = heads.recv().await.unwrap();
+    assert!(
+        head.starts_with("delete /api/movies/7?title=a%20b&x=1 http/1.1\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("x-custom: kept"), "{head}");
+    assert!(head.contains("x-forwarded-for: 127.0.0.1"), "{head}");
+    assert!(head.contains("x-forwarded-proto: http"), "{head}");
+    assert!(head.contains("x-forwarded-host: shop.example"), "{head}");
+    assert!(head.contains("x-request-id: "), "{head}");
+    for hop in ["x-drop-me", "keep-alive", "te:", "proxy-authorization"] {
+        assert!(!head.contains(hop), "{hop} was forwarded:\n{head}");
+    }
+
+    assert!(response.starts_with("http/1.1 418"), "{response}");
+    assert!(response.contains("x-upstream-custom: kept"), "{response}");
+    for hop in ["x-upstream-hop", "keep-alive"] {
+        assert!(!response.contains(hop), "{hop} came back:\n{response}");
+    }
+}
+
+#[tokio::test]
+async fn redirects_are_passed_back_not_followed() {
+    let (upstream, mut heads) = raw_upstream(
+        "HTTP/1.1 302 Found\r\nLocation: http://example.invalid/elsewhere\r\nContent-Length: 0\r\n\r\n",
+        Duration::ZERO,
+    )
+    .await;
+    let gateway = start_gateway(gateway_settings(
+        &upstream,
+        &dead_url().await,
+        testkit::TestQueue::new().settings(),
+    ))
+    .await;
+    let response = raw_request(
+        &gateway.url,
+        "GET /api/movies HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("http/1.1 302"), "{response}");
+    assert!(response.contains("location: http://example.invalid/elsewhere"));
+    assert_eq!(
+        heads.recv().await.unwrap().lines().next(),
+        Some("get /api/movies http/1.1")
+    );
+}
+
+#[tokio::test]
+async fn inventory_answers_pass_through_unchanged() {
+    let (gateway, inventory, _db) = with_inventory().await;
+    let movie = json!({"title": "Heat", "description": "1995"});
+    let (status, created) =
+        json_of(post_json(&format!("{}/api/movies", gateway.url), &movie).await).await;
+    assert_eq!(status, 200);
+
+    let (status, found) = json_of(
+        reqwest::get(format!("{}/api/movies?title=HEA", gateway.url))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, found), (200, json!([created])));
+
+    let (status, missing) = json_of(
+        reqwest::get(format!("{}/api/movies/999", gateway.url))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, missing),
+        (404, json!({"error": "movie 999 not found"}))
+    );
+
+    let response = reqwest::Client::new()
+        .patch(format!("{}/api/movies", gateway.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["allow"], "GET,HEAD,POST,DELETE");
+    assert_eq!(json_of(response).await.0, 405);
+
+    // The same bytes as straight from inventory-app.
+    let through = reqwest::get(format!("{}/api/movies", gateway.url))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let direct = reqwest::get(format!("{}/api/movies", inventory.url))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(through, direct);
+}
+
+#[tokio::test]
+async fn large_bodies_stream_both_ways() {
+    let (gateway, inventory, _db) = with_inventory().await;
+    let http = reqwest::Client::new();
+    let description = "x".repeat(3_900);
+    for n in 0..100 {
+        let movie = json!({"title": format!("Movie {n}"), "description": description});
+        let response = http
+            .post(format!("{}/api/movies", gateway.url))
+            .json(&movie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let through = http
+        .get(format!("{}/api/movies", gateway.url))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let direct = http
+        .get(format!("{}/api/movies", inventory.url))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(through.len() > 390_000);
+    assert_eq!(through, direct);
+
+    // A request body over inventory-app's limit reaches it and its 413 comes back.
+    let huge = json!({"title": "big", "description": "y".repeat(200_000)});
+    let (status, _) = json_of(
+        http.post(format!("{}/api/movies", gateway.url))
+            .json(&huge)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 413);
+}
+
+#[tokio::test]
+async fn inventory_down_is_503_and_slow_is_504_without_leaking_addresses() {
+    let down = dead_url().await;
+    let gateway = start_gateway(gateway_settings(
+        &down,
+        &down,
+        testkit::TestQueue::new().settings(),
+    ))
+    .await;
+    let (status, error) = json_of(
+        reqwest::get(format!("{}/api/movies", gateway.url))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, &error),
+        (503, &json!({"error": "inventory-app is unavailable"}))
+    );
+    let (status, error) = json_of(
+        reqwest::get(format!("{}/api/billing/orders", gateway.url))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, &error),
+        (503, &json!({"error": "billing-app is unavailable"}))
+    );
+    assert!(!error.to_string().contains("127.0.0.1"));
+
+    let (slow, _heads) = raw_upstream(
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
+    let mut settings = gateway_settings(&slow, &down, testkit::TestQueue::new().settings());
+    settings.upstream_timeout = Duration::from_millis(300);
+    let gateway = start_gateway(settings).await;
+    let (status, error) = json_of(
+        reqwest::get(format!("{}/api/movies", gateway.url))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, error),
+        (
+            504,
+            json!({"error": "inventory-app did not answer in time"})
+        )
+    );
+}
+
+#[tokio::test]
+async fn paths_outside_the_api_are_404_json() {
+    let (gateway, _inventory, _db) = with_inventory().await;
+    for path in [
+        "/",
+        "/api",
+        "/api/other",
+        "/apimovies",
+        "/api/billing/nothing",
+        "/movies",
+    ] {
+        let (status, error) = json_of(
+            reqwest::get(format!("{}{path}", gateway.url))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (status, error),
+            (404, json!({"error": "no such route"})),
+            "{path}"
+        );
+    }
+}

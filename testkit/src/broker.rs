@@ -1,0 +1,226 @@
+//! A throw-away set of queues per test on the local RabbitMQ.
+
+use common::amqp::{self, BrokerSettings, Topology};
+use common::order::Order;
+use lapin::options::{
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection};
+
+/// A uniquely named order queue (with its dead-letter exchange and queue), deleted when
+/// this value is dropped.
+pub struct TestQueue {
+    name: String,
+}
+
+/// A message taken from a queue.
+#[derive(Debug)]
+pub struct Message {
+    pub properties: BasicProperties,
+    pub body: Vec<u8>,
+}
+
+impl Default for TestQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestQueue {
+    pub fn new() -> Self {
+        Self {
+            name: format!("test_billing_{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Settings a service under test uses to reach the local broker and this queue.
+    pub fn settings(&self) -> BrokerSettings {
+        self.settings_via(5672)
+    }
+
+    /// The same, but through another port (a [`crate::FaultProxy`]).
+    pub fn settings_via(&self, port: u16) -> BrokerSettings {
+        BrokerSettings {
+            host: "127.0.0.1".into(),
+            port,
+            user: "guest".into(),
+            password: "guest".into(),
+            queue: self.name.clone(),
+        }
+    }
+
+    /// The same as `RABBITMQ_*` variables, for a service started as a process.
+    pub fn env_via(&self, port: u16) -> Vec<(String, String)> {
+        vec![
+            ("RABBITMQ_HOST".into(), "127.0.0.1".into()),
+            ("RABBITMQ_PORT".into(), port.to_string()),
+            ("RABBITMQ_USER".into(), "guest".into()),
+            ("RABBITMQ_PASSWORD".into(), "guest".into()),
+            ("RABBITMQ_QUEUE".into(), self.name.clone()),
+        ]
+    }
+
+    pub fn topology(&self) -> Topology {
+        self.settings().topology()
+    }
+
+    async fn channel(&self) -> (Connection, Channel) {
+        let connection = amqp::connect(&self.settings(), "test")
+            .await
+            .unwrap_or_else(|err| {
+                panic!("tests need RabbitMQ on 127.0.0.1:5672 (run Scripts/test.sh): {err}")
+            });
+        let channel = connection.create_channel().await.expect("open a channel");
+        (connection, channel)
+    }
+
+    /// Declares the queues as the services do.
+    pub async fn declare(&self) {
+        let (connection, channel) = self.channel().await;
+        self.topology()
+            .declare(&channel)
+            .await
+            .expect("declare the test topology");
+        let _ = connection.close(200, "done".into()).await;
+    }
+
+    /// Publishes `body` as the gateway would (persistent, confirmed), with `message_id`.
+    pub async fn publish_raw(&self, body: &[u8], message_id: &str) {
+        self.publish_all([(body.to_vec(), message_id.to_owned())])
+            .await;
+    }
+
+    /// Publishes a valid order.
+    pub async fn publish_order(&self, order: &Order) {
+        self.publish_orders(std::slice::from_ref(order)).await;
+    }
+
+    /// Publishes many orders over one channel, all confirmed.
+    pub async fn publish_orders(&self, orders: &[Order]) {
+        let messages = orders.iter().map(|order| {
+            let body = serde_json::to_vec(order).expect("serialize");
+            (body, order.order_id.to_string())
+        });
+        self.publish_all(messages).await;
+    }
+
+    async fn publish_all(&self, messages: impl IntoIterator<Item = (Vec<u8>, String)>) {
+        let (connection, channel) = self.channel().await;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirm mode");
+        let mut confirms = Vec::new();
+        for (body, message_id) in messages {
+            let properties = BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_delivery_mode(2)
+                .with_message_id(message_id.as_str().into());
+            let confirm = channel
+                .basic_publish(
+                    "".into(),
+                    self.name.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    properties,
+                )
+                .await
+                .expect("publish");
+            confirms.push(confirm);
+        }
+        for confirm in confirms {
+            let confirmation = confirm.await.expect("confirm");
+            assert!(confirmation.is_ack(), "the broker confirmed a test message");
+        }
+        let _ = connection.close(200, "done".into()).await;
+    }
+
+    /// Messages ready in the order queue (not those a consumer holds).
+    pub async fn depth(&self) -> u32 {
+        self.count(&self.name).await
+    }
+
+    /// Messages in the dead-letter queue.
+    pub async fn dead_letter_depth(&self) -> u32 {
+        self.count(&self.topology().dead_letter_queue()).await
+    }
+
+    async fn count(&self, queue: &str) -> u32 {
+        let (connection, channel) = self.channel().await;
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let declared = channel
+            .queue_declare(queue.into(), options, FieldTable::default())
+            .await
+            .expect("the queue exists");
+        let _ = connection.close(200, "done".into()).await;
+        declared.message_count()
+    }
+
+    /// Takes every ready message off the order queue.
+    pub async fn take_all(&self) -> Vec<Message> {
+        self.take_from(&self.name).await
+    }
+
+    /// Takes every message off the dead-letter queue.
+    pub async fn take_dead_letters(&self) -> Vec<Message> {
+        self.take_from(&self.topology().dead_letter_queue()).await
+    }
+
+    async fn take_from(&self, queue: &str) -> Vec<Message> {
+        let (connection, channel) = self.channel().await;
+        let mut messages = Vec::new();
+        let options = BasicGetOptions { no_ack: true };
+        while let Some(message) = channel
+            .basic_get(queue.into(), options)
+            .await
+            .expect("basic.get")
+        {
+            messages.push(Message {
+                properties: message.delivery.properties.clone(),
+                body: message.delivery.data.clone(),
+            });
+        }
+        let _ = connection.close(200, "done".into()).await;
+        messages
+    }
+}
+
+impl Drop for TestQueue {
+    fn drop(&mut self) {
+        let topology = self.topology();
+        let settings = self.settings();
+        // Drop runs inside the test's runtime: do the async cleanup on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let connection = amqp::connect(&settings, "test cleanup").await.ok()?;
+                let channel = connection.create_channel().await.ok()?;
+                for queue in [topology.queue.clone(), topology.dead_letter_queue()] {
+                    let _ = channel
+                        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                        .await;
+                }
+                let _ = channel
+                    .exchange_delete(
+                        topology.dead_letter_exchange().as_str().into(),
+                        ExchangeDeleteOptions::default(),
+                    )
+                    .await;
+                connection.close(200, "done".into()).await.ok()
+            })
+        })
+        .join();
+    }
+}
