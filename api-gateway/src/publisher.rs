@@ -95,7 +95,7 @@ impl Publisher {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        self.set_channel(Some(channel));
+        self.set_channel(Some(channel.clone()));
         tracing::info!(queue = %self.inner.topology.queue, "ready to publish");
 
         let outcome = tokio::select! {
@@ -107,7 +107,8 @@ impl Publisher {
             () = shutdown.cancelled() => Ok(()),
         };
         self.set_channel(None);
-        if outcome.is_ok() || connection.status().connected() {
+        if connection.status().connected() {
+            let _ = channel.close(200, "api-gateway closing".into()).await;
             let _ = connection.close(200, "api-gateway closing".into()).await;
         }
         outcome
