@@ -47,11 +47,9 @@ impl Settings {
 /// An `http://host[:port]` URL, with no path: requests keep their own path.
 fn service_url(env: &Env, name: &str, default: &str) -> Result<Uri, ConfigError> {
     let raw = env.string_or(name, default);
-    let invalid = || ConfigError::Invalid {
-        name: name.to_owned(),
-        value: raw.clone(),
-        expected: "an http:// URL with a host and no path, such as http://inventory-app:8080"
-            .to_owned(),
+    let invalid = || {
+        let expected = "an http:// URL with a host and no path, such as http://inventory-app:8080";
+        ConfigError::invalid(name, &raw, expected)
     };
     let uri: Uri = raw.parse().map_err(|_| invalid())?;
     let has_no_path = uri.path_and_query().is_none_or(|p| p.as_str() == "/");

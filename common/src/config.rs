@@ -4,22 +4,29 @@
 //! variables come from the process environment; tests pass a map instead, so they never
 //! mutate global state and can run in parallel.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// A setting that is missing or cannot be used. Its `Display` is one line naming the variable.
+/// A variable whose value cannot be used. Its `Display` is one line naming the variable.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    #[error("configuration error: {name} is not set ({hint})")]
-    Missing { name: String, hint: String },
-    #[error("configuration error: {name}={value:?} is not valid: expected {expected}")]
-    Invalid {
-        name: String,
-        value: String,
-        expected: String,
-    },
+#[error("configuration error: {name}={value:?} is not valid: expected {expected}")]
+pub struct ConfigError {
+    pub name: String,
+    pub value: String,
+    pub expected: String,
+}
+
+impl ConfigError {
+    pub fn invalid(name: &str, value: &str, expected: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            value: value.to_owned(),
+            expected: expected.to_owned(),
+        }
+    }
 }
 
 /// A source of configuration variables.
@@ -28,14 +35,14 @@ pub enum ConfigError {
 /// `${VAR}` into an empty string.
 pub struct Env {
     vars: HashMap<String, String>,
+    /// Every name looked up, with its default, so a service can list what it reads.
+    read: RefCell<BTreeMap<String, String>>,
 }
 
 impl Env {
     /// The variables of this process.
     pub fn from_process() -> Self {
-        Self {
-            vars: std::env::vars().collect(),
-        }
+        Self::from_pairs(std::env::vars())
     }
 
     /// Explicit variables, for tests and tools.
@@ -47,45 +54,41 @@ impl Env {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            read: RefCell::default(),
         }
     }
 
     /// The raw value of `name`, if set and not empty.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.vars
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
+        self.read.borrow_mut().entry(name.to_owned()).or_default();
+        self.get_quietly(name)
     }
 
     /// The value of `name`, or `default` when unset.
     pub fn string_or(&self, name: &str, default: &str) -> String {
+        self.note_default(name, default);
         self.get(name).unwrap_or(default).to_owned()
     }
 
-    /// The value of `name`; an error naming it when unset.
-    pub fn required(&self, name: &str, hint: &str) -> Result<String, ConfigError> {
-        self.get(name)
-            .map(str::to_owned)
-            .ok_or_else(|| ConfigError::Missing {
-                name: name.to_owned(),
-                hint: hint.to_owned(),
-            })
+    fn note_default(&self, name: &str, default: &str) {
+        self.read
+            .borrow_mut()
+            .insert(name.to_owned(), default.to_owned());
     }
 
     /// `name` parsed as `T`, or `default` when unset. `expected` describes a valid value
     /// for the error message, e.g. "a port number (1-65535)".
     pub fn parse_or<T>(&self, name: &str, default: T, expected: &str) -> Result<T, ConfigError>
     where
-        T: FromStr,
+        T: FromStr + Display,
     {
+        self.note_default(name, &default.to_string());
         match self.get(name) {
             None => Ok(default),
-            Some(raw) => raw.trim().parse().map_err(|_| ConfigError::Invalid {
-                name: name.to_owned(),
-                value: raw.to_owned(),
-                expected: expected.to_owned(),
-            }),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::invalid(name, raw, expected)),
         }
     }
 
@@ -97,29 +100,43 @@ impl Env {
     /// A whole number of at least `min`.
     pub fn at_least<T>(&self, name: &str, default: T, min: T) -> Result<T, ConfigError>
     where
-        T: FromStr + PartialOrd + Display + Copy,
+        T: FromStr + PartialOrd + Display,
     {
         let expected = format!("a whole number >= {min}");
         let value = self.parse_or(name, default, &expected)?;
         if value < min {
-            return Err(ConfigError::Invalid {
-                name: name.to_owned(),
-                value: value.to_string(),
-                expected,
-            });
+            return Err(ConfigError::invalid(name, &value.to_string(), &expected));
         }
         Ok(value)
+    }
+
+    /// Every variable looked up so far, as lines of an env file: `NAME=value` when set
+    /// (`<hidden>` for passwords), `# NAME=default` when not. What `<service> config` prints.
+    pub fn report(&self) -> Vec<String> {
+        self.read
+            .borrow()
+            .iter()
+            .map(|(name, default)| match self.get_quietly(name) {
+                Some(_) if name.contains("PASSWORD") => format!("{name}=<hidden>"),
+                Some(value) => format!("{name}={value}"),
+                None => format!("# {name}={default}"),
+            })
+            .collect()
+    }
+
+    fn get_quietly(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     /// A duration given in (possibly fractional) seconds, e.g. `5` or `0.25`.
     pub fn seconds_or(&self, name: &str, default: Duration) -> Result<Duration, ConfigError> {
         let expected = "a number of seconds, e.g. 5 or 0.5";
         let seconds: f64 = self.parse_or(name, default.as_secs_f64(), expected)?;
-        Duration::try_from_secs_f64(seconds).map_err(|_| ConfigError::Invalid {
-            name: name.to_owned(),
-            value: seconds.to_string(),
-            expected: expected.to_owned(),
-        })
+        Duration::try_from_secs_f64(seconds)
+            .map_err(|_| ConfigError::invalid(name, &seconds.to_string(), expected))
     }
 }
 
@@ -150,11 +167,15 @@ mod tests {
     }
 
     #[test]
-    fn missing_required_values_name_the_variable() {
-        let err = Env::from_pairs::<&str, &str>([])
-            .required("RABBITMQ_HOST", "the broker's host name")
-            .unwrap_err();
-        assert!(err.to_string().contains("RABBITMQ_HOST is not set"));
+    fn the_report_lists_what_was_read_and_hides_passwords() {
+        let env = Env::from_pairs([("DB_PASSWORD", "s3cret"), ("DB_HOST", "db"), ("OTHER", "x")]);
+        env.string_or("DB_HOST", "localhost");
+        env.string_or("DB_PASSWORD", "");
+        env.string_or("DB_USER", "postgres");
+        assert_eq!(
+            env.report(),
+            ["DB_HOST=db", "DB_PASSWORD=<hidden>", "# DB_USER=postgres"]
+        );
     }
 
     #[test]

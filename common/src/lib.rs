@@ -6,6 +6,7 @@
 #[cfg(feature = "amqp")]
 pub mod amqp;
 pub mod backoff;
+pub mod cli;
 pub mod config;
 #[cfg(feature = "postgres")]
 pub mod db;

@@ -1,25 +1,13 @@
 use std::process::ExitCode;
 
-use common::config::Env;
-use common::{shutdown, telemetry};
 use inventory_app::{Settings, startup};
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let env = Env::from_process();
-    telemetry::init(&env);
-    let settings = match Settings::from_env(&env) {
-        Ok(settings) => settings,
-        Err(err) => {
-            tracing::error!("{err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match startup::run(settings, shutdown::on_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            tracing::error!("inventory-app stopped: {err}");
-            ExitCode::FAILURE
-        }
+fn main() -> ExitCode {
+    common::cli::Service {
+        name: "inventory-app",
+        settings: Settings::from_env,
+        port: |settings| settings.listen.port(),
+        run: startup::run,
     }
+    .main()
 }

@@ -43,6 +43,18 @@ async fn the_binary_serves_the_audit_and_exits_0_on_sigterm() {
         .unwrap();
     assert_eq!(listed, json!([created]));
 
+    let port = service.addr().port().to_string();
+    let (status, output) = run_to_exit(
+        BINARY,
+        &["healthcheck"],
+        &[("INVENTORY_APP_PORT".into(), port.clone())],
+    )
+    .await;
+    assert!(
+        status.success(),
+        "healthcheck of a serving instance: {output}"
+    );
+
     let status = service.terminate().await;
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
@@ -50,7 +62,7 @@ async fn the_binary_serves_the_audit_and_exits_0_on_sigterm() {
 #[tokio::test]
 async fn a_malformed_variable_stops_the_start_with_one_line_naming_it() {
     let env = [("INVENTORY_APP_PORT".to_owned(), "http".to_owned())];
-    let (status, output) = run_to_exit(BINARY, &env).await;
+    let (status, output) = run_to_exit(BINARY, &[], &env).await;
     assert!(!status.success());
     let lines: Vec<&str> = output.lines().collect();
     assert_eq!(lines.len(), 1, "one line: {output}");
@@ -58,4 +70,36 @@ async fn a_malformed_variable_stops_the_start_with_one_line_naming_it() {
         lines[0].contains("INVENTORY_APP_PORT=\"http\" is not valid"),
         "{output}"
     );
+}
+
+#[tokio::test]
+async fn healthcheck_fails_when_nothing_serves() {
+    let env = [("INVENTORY_APP_PORT".to_owned(), "1".to_owned())];
+    let (status, output) = run_to_exit(BINARY, &["healthcheck"], &env).await;
+    assert!(!status.success());
+    assert!(output.contains("unhealthy"), "{output}");
+}
+
+#[tokio::test]
+async fn config_lists_every_variable_read_with_passwords_hidden() {
+    let env = [
+        ("INVENTORY_DB_HOST".to_owned(), "inventory-db".to_owned()),
+        ("INVENTORY_DB_PASSWORD".to_owned(), "s3cret".to_owned()),
+    ];
+    let (status, output) = run_to_exit(BINARY, &["config"], &env).await;
+    assert!(status.success(), "{output}");
+    let lines: Vec<&str> = output.lines().collect();
+    for expected in [
+        "INVENTORY_DB_HOST=inventory-db",
+        "INVENTORY_DB_PASSWORD=<hidden>",
+        "# INVENTORY_APP_PORT=8080",
+        "# INVENTORY_DB_NAME=movies",
+        "# RUST_LOG=",
+    ] {
+        assert!(
+            lines.contains(&expected),
+            "{expected} missing from:\n{output}"
+        );
+    }
+    assert!(!output.contains("s3cret"));
 }

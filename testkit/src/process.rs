@@ -117,9 +117,14 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
     Some(SocketAddr::from(([127, 0, 0, 1], addr.port())))
 }
 
-/// Runs a binary to completion and returns its exit status and output, for start-up failures.
-pub async fn run_to_exit(binary: &str, env: &[(String, String)]) -> (ExitStatus, String) {
+/// Runs a binary with `args` to completion and returns its exit status and output.
+pub async fn run_to_exit(
+    binary: &str,
+    args: &[&str],
+    env: &[(String, String)],
+) -> (ExitStatus, String) {
     let output = Command::new(binary)
+        .args(args)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .output();
