@@ -49,7 +49,7 @@ where
     }
 
     fn serve(self, env: &Env) -> ExitCode {
-        telemetry::init(&LogSettings::from_env(env));
+        let _log_guard = telemetry::init(self.name, &LogSettings::from_env(env));
         let settings = match (self.settings)(env) {
             Ok(settings) => settings,
             Err(err) => {
