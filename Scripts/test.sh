@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every check of the project, in the order a failure is cheapest to find. This is the test
-# command the README gives and CI runs (.ci/run).
+# Every check of the project, cheapest first. This is the test command the README gives and
+# CI runs (.ci/run). It starts PostgreSQL and RabbitMQ when they are not running, installs the
+# lint tools it needs, and needs a Docker engine for the last step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,5 +23,22 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "unit and integration tests (cargo test)"
 cargo test --workspace --locked
+
+step "Dockerfiles, Compose file and shell scripts (hadolint, compose config, shellcheck)"
+Scripts/check-containers.sh
+
+step "monitoring: Prometheus rules and their tests, Grafana dashboard, Manifests/monitoring"
+Scripts/check-monitoring.sh
+
+step "the Compose stack end to end (Scripts/e2e-compose.sh)"
+if [ "${SKIP_COMPOSE_E2E:-}" = 1 ]; then
+  echo "WARNING: SKIP_COMPOSE_E2E=1: the Compose end-to-end test was NOT run" >&2
+elif ! docker info >/dev/null 2>&1; then
+  echo "error: no Docker engine answers (docker info failed): the Compose end-to-end test needs one." >&2
+  echo "       Start Docker, or set SKIP_COMPOSE_E2E=1 to run everything else." >&2
+  exit 1
+else
+  Scripts/e2e-compose.sh
+fi
 
 step "all checks passed"

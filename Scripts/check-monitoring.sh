@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Checks the monitoring configuration of both deployments: Prometheus config, alert rules and
+# their unit tests, the Grafana provisioning and dashboard, and the Kubernetes manifests in
+# Manifests/monitoring (rendered with kubectl kustomize). What is checked and why:
+# monitoring/check_monitoring.py.
+#
+#   Scripts/check-monitoring.sh           check; exit 1 on any failure
+#   Scripts/check-monitoring.sh --write   regenerate Manifests/monitoring/prometheusrule.yaml
+#                                         from monitoring/prometheus/alerts.yml, then check
+#
+# Installs what is missing (as root on Debian): promtool (Debian's `prometheus` package) and
+# PyYAML (pip). kubectl is not installed here: Debian bookworm's is 1.20, whose kustomize is
+# too old for these manifests; without a usable kubectl the Kubernetes step FAILS (it is never
+# skipped silently). A second run installs nothing and takes a few seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { echo "check-monitoring: $*"; }
+
+apt_install() {
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    log "error: $1 is missing; install Debian's $2 package (needs root and apt-get)" >&2
+    exit 1
+  fi
+  log "installing Debian's $2 (for $1)"
+  # Package lists may be missing on a fresh machine; update once.
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+}
+
+command -v python3 >/dev/null || apt_install python3 python3
+command -v promtool >/dev/null || apt_install promtool prometheus
+
+if ! python3 -c 'import yaml' 2>/dev/null; then
+  log "installing PyYAML (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check PyYAML ||
+    apt_install PyYAML python3-yaml # a Debian python3 refuses pip (externally managed)
+fi
+
+# kubectl >= 1.21 embeds kustomize v4+, which understands `labels` and per-generator options.
+kubectl=""
+if command -v kubectl >/dev/null; then
+  minor=$(kubectl version --client -o json 2>/dev/null |
+    python3 -c 'import json,sys,re; print(re.sub(r"\D.*", "", json.load(sys.stdin)["clientVersion"]["minor"]))' 2>/dev/null || echo 0)
+  if [ "${minor:-0}" -ge 21 ]; then
+    kubectl=$(command -v kubectl)
+  else
+    log "warning: kubectl 1.${minor:-?} is too old to render Manifests/monitoring (needs >= 1.21)" >&2
+  fi
+fi
+
+log "promtool: $(promtool --version 2>&1 | head -n1)"
+log "kubectl: ${kubectl:-NOT AVAILABLE (the Kubernetes checks will fail)}"
+
+exec python3 monitoring/check_monitoring.py --promtool "$(command -v promtool)" --kubectl "$kubectl" "$@"
