@@ -30,6 +30,9 @@ Scripts/check-containers.sh
 step "monitoring: Prometheus rules and their tests, Grafana dashboard, Manifests/monitoring"
 Scripts/check-monitoring.sh
 
+step "Kubernetes: render, schema validation, policy scan, contract, orchestrator.sh dry runs"
+Scripts/check-kubernetes.sh
+
 step "the Compose stack end to end (Scripts/e2e-compose.sh)"
 if [ "${SKIP_COMPOSE_E2E:-}" = 1 ]; then
   echo "WARNING: SKIP_COMPOSE_E2E=1: the Compose end-to-end test was NOT run" >&2

@@ -1,0 +1,997 @@
+#!/usr/bin/env python3
+"""The deployment contract: the Kubernetes manifests, docker-compose.yml and the services agree.
+
+Reads three sources of truth and fails on any disagreement between them:
+
+- the rendered manifests (`kubectl kustomize Manifests/`, given as a file);
+- docker-compose.yml, interpolated as Compose would with no .env (a fresh clone's defaults);
+- the services themselves: `<binary> config` lists every variable a service reads, with its
+  default, and exits non-zero on a value it would refuse; the Rust routers give the paths a
+  probe may use.
+
+Usage: contract.py RENDERED_YAML [--compose FILE] [--bin-dir DIR] [--repo DIR]
+Exit status 0 when every check passes, 1 otherwise. Scripts/k8s/test_contract.py shows each
+check failing on a deliberately broken copy of the inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import copy
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+from urllib.parse import urlsplit
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+NAMESPACE = "microservices"
+APPS = ("api-gateway", "inventory-app", "billing-app")
+DATABASES = {"inventory-db": "movies", "billing-db": "orders"}
+COMPONENTS = APPS + tuple(DATABASES) + ("rabbitmq",)
+WORKLOAD_KINDS = {
+    "api-gateway": "Deployment",
+    "inventory-app": "Deployment",
+    "billing-app": "StatefulSet",
+    "inventory-db": "StatefulSet",
+    "billing-db": "StatefulSet",
+    "rabbitmq": "StatefulSet",
+}
+UPSTREAM_IMAGES = {
+    "inventory-db": "postgres:15-alpine",
+    "billing-db": "postgres:15-alpine",
+    "rabbitmq": "rabbitmq:3.13-management-alpine",
+}
+# The ports the upstream servers listen on (the services' own ports come from their config).
+SERVER_PORTS = {"inventory-db": 5432, "billing-db": 5432, "rabbitmq": 5672}
+POD_LABELS = ("app", "app.kubernetes.io/name", "app.kubernetes.io/part-of")
+# Tunables with safe defaults: a deployment may leave them unset. Everything else a service
+# reads must be set explicitly by Compose and by Kubernetes.
+OPTIONAL_VARIABLE = re.compile(
+    r"^(.*_POOL_SIZE|.*_ACQUIRE_TIMEOUT_SECONDS|SHUTDOWN_TIMEOUT_SECONDS|UPSTREAM_TIMEOUT_SECONDS"
+    r"|PUBLISH_CONFIRM_TIMEOUT_SECONDS|BILLING_PREFETCH|RUST_LOG|LOG_FORMAT|LOG_DIR)$"
+)
+# Which database a service's variables name, e.g. INVENTORY_DB_* → inventory-db.
+DB_PREFIXES = {"INVENTORY_DB": "inventory-db", "BILLING_DB": "billing-db"}
+# What a probe-less, root-capable or unbounded container would look like is checked by
+# check_pod_hardening; these are the allowed traffic flows checked by check_network_flows.
+ALLOWED_FLOWS = {
+    ("api-gateway", "inventory-app", "http"),
+    ("api-gateway", "billing-app", "http"),
+    ("api-gateway", "rabbitmq", "amqp"),
+    ("inventory-app", "inventory-db", "postgres"),
+    ("billing-app", "billing-db", "postgres"),
+    ("billing-app", "rabbitmq", "amqp"),
+}
+MONITORING_NAMESPACE = {"kubernetes.io/metadata.name": "monitoring"}
+MONITORED_PORTS = {("api-gateway", "http"), ("inventory-app", "http"), ("billing-app", "http"),
+                   ("rabbitmq", "prometheus")}
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+@dataclass
+class ServiceConfig:
+    """What `<binary> config` says a service reads: variable -> default ("" when none)."""
+
+    name: str
+    binary: Path
+    defaults: dict[str, str]
+
+    @property
+    def port_variable(self) -> str:
+        return self.name.upper().replace("-", "_") + "_PORT"
+
+    def required(self) -> set[str]:
+        return {v for v in self.defaults if not OPTIONAL_VARIABLE.match(v)}
+
+    def validate(self, env: dict[str, str]) -> str | None:
+        """None when the service accepts `env`, else its complaint."""
+        result = subprocess.run([str(self.binary), "config"], env=env, capture_output=True,
+                                text=True, timeout=30, check=False)
+        if result.returncode == 0:
+            return None
+        return (result.stderr or result.stdout).strip() or f"exit status {result.returncode}"
+
+
+def parse_config_output(text: str) -> dict[str, str]:
+    """`NAME=value` (set) or `# NAME=default` (unset) lines -> {NAME: default-or-value}."""
+    found = {}
+    for line in text.splitlines():
+        match = re.match(r"^(?:# )?([A-Z][A-Z0-9_]*)=(.*)$", line.strip())
+        if match:
+            found[match.group(1)] = match.group(2)
+    return found
+
+
+def load_service_configs(bin_dir: Path) -> dict[str, ServiceConfig]:
+    configs = {}
+    for app in APPS:
+        binary = bin_dir / app
+        if not binary.exists():
+            raise SystemExit(f"contract: {binary} is missing: run `cargo build --bins` first")
+        # An empty environment: every line is a default.
+        out = subprocess.run([str(binary), "config"], env={}, capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+        configs[app] = ServiceConfig(app, binary, parse_config_output(out))
+    return configs
+
+
+def load_routes(repo: Path) -> dict[str, list[str]]:
+    """Every path each service's router registers (`.route("...")`), probes included."""
+    pattern = re.compile(r'\.route\(\s*"([^"]+)"')
+    common = pattern.findall((repo / "common/src/health.rs").read_text())
+    routes = {}
+    for app in APPS:
+        paths = list(common)
+        for source in sorted((repo / app / "src").rglob("*.rs")):
+            paths += pattern.findall(source.read_text())
+        routes[app] = paths
+    return routes
+
+
+def route_matches(route: str, path: str) -> bool:
+    """axum's patterns: `{name}` is one segment, `{*rest}` the rest of the path."""
+    regex = ""
+    for part in re.split(r"(\{\*?[^}]+\})", route):
+        if part.startswith("{*"):
+            regex += ".+"
+        elif part.startswith("{"):
+            regex += "[^/]+"
+        else:
+            regex += re.escape(part)
+    return re.fullmatch(regex, path.rstrip("/") or "/") is not None
+
+
+_INTERPOLATION = re.compile(
+    r"\$(?:(?P<escaped>\$)|(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>(?:[^{}$]|\$\{[^{}]*\}|\$)*))?\})"
+)
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's variable syntax: $VAR, ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?err},
+    ${VAR?err}, ${VAR:+alt}, ${VAR+alt}, and $$ for a literal $. A default may itself hold
+    one level of ${...}."""
+
+    def substitute(match: re.Match) -> str:
+        if match.group("escaped"):
+            return "$"
+        name = match.group("bare") or match.group("name")
+        op, arg = match.group("op"), match.group("arg") or ""
+        is_set = name in env
+        present = is_set and env[name] != ""
+        if op in (":-", "-"):
+            return env[name] if (present if op == ":-" else is_set) else interpolate(arg, env)
+        if op in (":?", "?"):
+            if present if op == ":?" else is_set:
+                return env[name]
+            raise ValueError(f"required variable {name} is not set: {arg}")
+        if op in (":+", "+"):
+            return interpolate(arg, env) if (present if op == ":+" else is_set) else ""
+        return env.get(name, "")
+
+    return _INTERPOLATION.sub(substitute, value)
+
+
+def interpolate_tree(node, env: dict[str, str]):
+    if isinstance(node, str):
+        return interpolate(node, env)
+    if isinstance(node, list):
+        return [interpolate_tree(item, env) for item in node]
+    if isinstance(node, dict):
+        return {key: interpolate_tree(value, env) for key, value in node.items()}
+    return node
+
+
+def load_compose(path: Path, env: dict[str, str] | None = None) -> dict:
+    """docker-compose.yml with its anchors merged and its variables interpolated from `env`
+    (default: nothing set, as on a fresh clone without .env)."""
+    return interpolate_tree(yaml.safe_load(path.read_text()), env or {})
+
+
+def compose_environment(service: dict, base: Path) -> dict[str, str]:
+    """A Compose service's environment: env_file entries, then `environment` (list or map).
+    A name without a value takes the caller's environment: unset here."""
+    result: dict[str, str] = {}
+    env_files = service.get("env_file") or []
+    for entry in [env_files] if isinstance(env_files, (str, dict)) else env_files:
+        path = entry if isinstance(entry, str) else entry.get("path")
+        required = True if isinstance(entry, str) else entry.get("required", True)
+        file = base / path
+        if not file.exists():
+            if required:
+                raise ValueError(f"env_file {file} is missing")
+            continue
+        for line in file.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                key, value = line.split("=", 1)
+                result[key.strip()] = value.strip().strip("'\"")
+    environment = service.get("environment") or {}
+    if isinstance(environment, list):
+        for item in environment:
+            key, sep, value = str(item).partition("=")
+            if sep:
+                result[key] = value
+            else:
+                result.pop(key, None)
+    else:
+        for key, value in environment.items():
+            if value is None:
+                result.pop(key, None)
+            else:
+                result[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    return result
+
+
+def load_rendered(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def workspace_version(repo: Path) -> str:
+    text = (repo / "Cargo.toml").read_text()
+    section = text.split("[workspace.package]", 1)[1]
+    return re.search(r'^version\s*=\s*"([^"]+)"', section, re.M).group(1)
+
+
+# --- the Kubernetes side ---------------------------------------------------------------------
+
+
+@dataclass
+class Pod:
+    """A workload's pod template, with what the checks look up."""
+
+    workload: dict
+
+    @property
+    def kind(self) -> str:
+        return self.workload["kind"]
+
+    @property
+    def name(self) -> str:
+        return self.workload["metadata"]["name"]
+
+    @property
+    def spec(self) -> dict:
+        return self.workload["spec"]["template"]["spec"]
+
+    @property
+    def labels(self) -> dict:
+        return self.workload["spec"]["template"]["metadata"].get("labels", {})
+
+    @property
+    def containers(self) -> list[dict]:
+        return self.spec.get("containers", [])
+
+    def port(self, port) -> int | None:
+        """A container port of this pod, by name or number."""
+        for container in self.containers:
+            for entry in container.get("ports", []):
+                if port in (entry.get("name"), entry["containerPort"]):
+                    return entry["containerPort"]
+        return None
+
+
+@dataclass
+class Cluster:
+    docs: list[dict]
+    objects: dict[tuple[str, str], dict] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for doc in self.docs:
+            self.objects[(doc["kind"], doc["metadata"]["name"])] = doc
+
+    def get(self, kind: str, name: str) -> dict | None:
+        return self.objects.get((kind, name))
+
+    def of_kind(self, kind: str) -> list[dict]:
+        return [doc for doc in self.docs if doc["kind"] == kind]
+
+    def pods(self) -> list[Pod]:
+        return [Pod(doc) for doc in self.docs if doc["kind"] in ("Deployment", "StatefulSet")]
+
+    def pod(self, name: str) -> Pod | None:
+        return next((p for p in self.pods() if p.name == name), None)
+
+    def selected(self, selector: dict | None) -> list[Pod]:
+        """Pod templates a label selector (matchLabels / plain map) picks."""
+        if selector is None:
+            return []
+        # Workloads and policies use matchLabels; a Service's selector is the plain map.
+        structured = "matchLabels" in selector or "matchExpressions" in selector
+        labels = selector.get("matchLabels", {}) if structured else selector
+        return [p for p in self.pods() if all(p.labels.get(k) == v for k, v in labels.items())]
+
+    def resolve(self, container: dict) -> tuple[dict[str, str], list[str]]:
+        """A container's environment with ConfigMap and Secret references resolved, and the
+        references that point at nothing."""
+        env, broken = {}, []
+        for source in container.get("envFrom", []):
+            for kind, key in (("ConfigMap", "configMapRef"), ("Secret", "secretRef")):
+                if key in source:
+                    data = self._data(kind, source[key]["name"])
+                    if data is None:
+                        broken.append(f"envFrom: {kind} {source[key]['name']} does not exist")
+                    else:
+                        env.update(data)
+        for var in container.get("env", []):
+            if "value" in var:
+                env[var["name"]] = str(var["value"])
+                continue
+            ref_source = var.get("valueFrom", {})
+            for kind, key in (("ConfigMap", "configMapKeyRef"), ("Secret", "secretKeyRef")):
+                ref = ref_source.get(key)
+                if not ref:
+                    continue
+                data = self._data(kind, ref["name"])
+                if data is None:
+                    broken.append(f"{var['name']}: {kind} {ref['name']} does not exist")
+                elif ref["key"] not in data:
+                    broken.append(f"{var['name']}: {kind} {ref['name']} has no key {ref['key']}")
+                else:
+                    env[var["name"]] = data[ref["key"]]
+        return env, broken
+
+    def _data(self, kind: str, name: str) -> dict[str, str] | None:
+        doc = self.get(kind, name)
+        if doc is None:
+            return None
+        data = dict(doc.get("data") or {})
+        if kind == "Secret":
+            data = {k: base64.b64decode(v).decode() for k, v in data.items()}
+            data.update(doc.get("stringData") or {})
+        return {k: str(v) for k, v in data.items()}
+
+
+def env_source(container: dict, name: str):
+    """Where a container's variable comes from: ("value", v) or (kind, object, key)."""
+    for var in container.get("env", []):
+        if var["name"] == name:
+            if "value" in var:
+                return ("value", var["value"])
+            for kind, key in (("ConfigMap", "configMapKeyRef"), ("Secret", "secretKeyRef")):
+                if key in var.get("valueFrom", {}):
+                    ref = var["valueFrom"][key]
+                    return (kind, ref["name"], ref["key"])
+    return None
+
+
+def endpoint_variables(env: dict[str, str]) -> Iterable[tuple[str, str, int]]:
+    """(variables, host, port) for each *_HOST with its *_PORT, and each *_URL."""
+    for name, value in sorted(env.items()):
+        if name.endswith("_HOST"):
+            port_name = name[: -len("_HOST")] + "_PORT"
+            port = env.get(port_name)
+            if port and port.isdigit():
+                yield f"{name}/{port_name}", value, int(port)
+        elif name.endswith("_URL"):
+            url = urlsplit(value)
+            if url.hostname:
+                yield name, url.hostname, url.port or (443 if url.scheme == "https" else 80)
+
+
+# --- checks ----------------------------------------------------------------------------------
+# Each takes the inputs and returns a list of problems (empty: the check passes).
+
+
+@dataclass
+class Inputs:
+    cluster: Cluster
+    compose: dict
+    configs: dict[str, ServiceConfig]
+    routes: dict[str, list[str]]
+    version: str
+    repo: Path = REPO
+
+    def copy(self) -> "Inputs":
+        return Inputs(Cluster(copy.deepcopy(self.cluster.docs)), copy.deepcopy(self.compose),
+                      self.configs, self.routes, self.version, self.repo)
+
+
+def check_names(i: Inputs) -> list[str]:
+    c, problems = i.cluster, []
+    if c.get("Namespace", NAMESPACE) is None:
+        problems.append(f"no Namespace {NAMESPACE}")
+    for doc in c.docs:
+        if doc["kind"] != "Namespace" and doc["metadata"].get("namespace") != NAMESPACE:
+            problems.append(f"{doc['kind']} {doc['metadata']['name']} is not in namespace {NAMESPACE}")
+    for name, kind in WORKLOAD_KINDS.items():
+        if c.get(kind, name) is None:
+            problems.append(f"no {kind} {name}")
+        if c.get("Service", name) is None:
+            problems.append(f"no Service {name}")
+    gateway = c.get("Service", "api-gateway")
+    if gateway:
+        ports = gateway["spec"].get("ports", [])
+        if gateway["spec"].get("type") != "NodePort" or not any(p.get("nodePort") == 30000 for p in ports):
+            problems.append("Service api-gateway is not a NodePort on 30000")
+    for pod in c.pods():
+        missing = [k for k in POD_LABELS if k not in pod.labels]
+        if missing or pod.labels.get("app") != pod.name or \
+                pod.labels.get("app.kubernetes.io/name") != pod.name or \
+                pod.labels.get("app.kubernetes.io/part-of") != "microservices":
+            problems.append(f"{pod.name}: pod labels must be app={pod.name}, "
+                            f"app.kubernetes.io/name={pod.name}, app.kubernetes.io/part-of=microservices")
+    return problems
+
+
+def check_images(i: Inputs) -> list[str]:
+    problems = []
+    expected = {app: f"{app}:{i.version}" for app in APPS} | UPSTREAM_IMAGES
+    for pod in i.cluster.pods():
+        for container in pod.containers:
+            image = container.get("image", "")
+            if pod.name in expected and image != expected[pod.name]:
+                problems.append(f"{pod.name}: image {image!r}, expected {expected[pod.name]!r}")
+            if ":" not in image.rsplit("/", 1)[-1] or image.endswith(":latest"):
+                problems.append(f"{pod.name}: image {image!r} has no fixed tag")
+            if container.get("imagePullPolicy") != "IfNotPresent":
+                problems.append(f"{pod.name}: imagePullPolicy must be IfNotPresent "
+                                "(images may be imported into the nodes with no registry)")
+    for name, service in (i.compose.get("services") or {}).items():
+        image = service.get("image", "")
+        if name in expected and image != expected[name]:
+            problems.append(f"compose {name}: image {image!r}, expected {expected[name]!r}")
+    return problems
+
+
+def check_references(i: Inputs) -> list[str]:
+    """Secret and ConfigMap names and keys that every workload refers to exist."""
+    problems = []
+    for pod in i.cluster.pods():
+        for container in pod.containers:
+            _, broken = i.cluster.resolve(container)
+            problems += [f"{pod.name}/{container['name']}: {b}" for b in broken]
+        for volume in pod.spec.get("volumes", []):
+            for kind, key in (("ConfigMap", "configMap"), ("Secret", "secret")):
+                if key in volume:
+                    name = volume[key].get("name") or volume[key].get("secretName")
+                    if i.cluster.get(kind, name) is None:
+                        problems.append(f"{pod.name}: volume {volume['name']}: {kind} {name} does not exist")
+        claims = {t["metadata"]["name"] for t in pod.workload["spec"].get("volumeClaimTemplates", [])}
+        volumes = {v["name"] for v in pod.spec.get("volumes", [])} | claims
+        for container in pod.containers:
+            for mount in container.get("volumeMounts", []):
+                if mount["name"] not in volumes:
+                    problems.append(f"{pod.name}: volumeMount {mount['name']} has no volume")
+    return problems
+
+
+def _service_env_problems(where: str, config: ServiceConfig, env: dict[str, str]) -> list[str]:
+    problems = []
+    for name in sorted(config.required() - {k for k, v in env.items() if v != ""}):
+        problems.append(f"{where}: {name} is required by {config.name} but not set")
+    for name in sorted(set(env) - set(config.defaults)):
+        problems.append(f"{where}: {name} is set but {config.name} does not read it")
+    complaint = config.validate(env)
+    if complaint:
+        problems.append(f"{where}: {config.name} refuses this configuration: {complaint}")
+    return problems
+
+
+def check_service_variables_k8s(i: Inputs) -> list[str]:
+    """Every variable a service requires is set, each is one it reads, and it accepts them."""
+    problems = []
+    for app, config in i.configs.items():
+        pod = i.cluster.pod(app)
+        if pod is None:
+            continue
+        env, _ = i.cluster.resolve(pod.containers[0])
+        problems += _service_env_problems(f"k8s {app}", config, env)
+    return problems
+
+
+def check_service_variables_compose(i: Inputs) -> list[str]:
+    problems = []
+    services = i.compose.get("services") or {}
+    for app, config in i.configs.items():
+        if app not in services:
+            problems.append(f"compose: no service {app}")
+            continue
+        env = compose_environment(services[app], i.repo)
+        problems += _service_env_problems(f"compose {app}", config, env)
+    return problems
+
+
+def check_ports_and_dns_k8s(i: Inputs) -> list[str]:
+    """Each app listens where its Service sends traffic, and every host/port or URL it is
+    given is a Service of the namespace with that port, leading to a port its pods open."""
+    problems, c = [], i.cluster
+    for app, config in i.configs.items():
+        pod = c.pod(app)
+        if pod is None:
+            continue
+        env, _ = c.resolve(pod.containers[0])
+        listen = int(env.get(config.port_variable) or config.defaults[config.port_variable])
+        if pod.port("http") != listen:
+            problems.append(f"{app}: listens on {listen} ({config.port_variable}) but its "
+                            f"container port 'http' is {pod.port('http')}")
+        for variable, host, port in endpoint_variables(env):
+            service = c.get("Service", host)
+            if service is None:
+                problems.append(f"{app}: {variable} names {host!r}, which is no Service")
+                continue
+            entry = next((p for p in service["spec"].get("ports", []) if p["port"] == port), None)
+            if entry is None:
+                problems.append(f"{app}: {variable} uses port {port}, which Service {host} does not expose")
+                continue
+            target = entry.get("targetPort", port)
+            if not any(p.port(target) for p in c.selected(service["spec"].get("selector"))):
+                problems.append(f"{app}: Service {host} port {port} leads to no pod port {target!r}")
+    for service in c.of_kind("Service"):
+        name = service["metadata"]["name"]
+        pods = c.selected(service["spec"].get("selector"))
+        if not pods:
+            problems.append(f"Service {name}: its selector selects no pod")
+        for entry in service["spec"].get("ports", []):
+            target = entry.get("targetPort", entry["port"])
+            for pod in pods:
+                if pod.port(target) is None:
+                    problems.append(f"Service {name}: targetPort {target!r} is not a port of {pod.name}")
+    return problems
+
+
+def _compose_listen_port(name: str, service: dict, configs: dict[str, ServiceConfig], base: Path) -> int | None:
+    if name in configs:
+        config = configs[name]
+        env = compose_environment(service, base)
+        return int(env.get(config.port_variable) or config.defaults[config.port_variable])
+    return SERVER_PORTS.get(name)
+
+
+def check_ports_and_dns_compose(i: Inputs) -> list[str]:
+    problems = []
+    services = i.compose.get("services") or {}
+    if set(services) != set(COMPONENTS):
+        missing, extra = set(COMPONENTS) - set(services), set(services) - set(COMPONENTS)
+        # Optional profiles (e.g. monitoring) may add services; none of ours may be missing.
+        extra = {s for s in extra if not services[s].get("profiles")}
+        if missing or extra:
+            problems.append(f"compose services differ from {sorted(COMPONENTS)}: "
+                            f"missing {sorted(missing)}, unexpected {sorted(extra)}")
+    for app in APPS:
+        if app not in services:
+            continue
+        env = compose_environment(services[app], i.repo)
+        for variable, host, port in endpoint_variables(env):
+            if host not in services:
+                problems.append(f"compose {app}: {variable} names {host!r}, which is no service")
+                continue
+            listen = _compose_listen_port(host, services[host], i.configs, i.repo)
+            if listen != port:
+                problems.append(f"compose {app}: {variable} uses port {port}, but {host} listens on {listen}")
+    gateway = services.get("api-gateway", {})
+    listen = _compose_listen_port("api-gateway", gateway, i.configs, i.repo)
+    targets = [str(p).rsplit(":", 1)[-1] if not isinstance(p, dict) else str(p.get("target"))
+               for p in gateway.get("ports", [])]
+    if str(listen) not in targets:
+        problems.append(f"compose api-gateway: publishes {targets}, not its listening port {listen}")
+    return problems
+
+
+def check_probes(i: Inputs) -> list[str]:
+    """Probes exist, HTTP probes use paths the service's router serves on its own port, and
+    liveness never depends on other services."""
+    problems = []
+    for pod in i.cluster.pods():
+        for container in pod.containers:
+            where = f"{pod.name}/{container['name']}"
+            for kind in ("readinessProbe", "livenessProbe"):
+                if kind not in container:
+                    problems.append(f"{where}: no {kind}")
+            for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+                probe = container.get(kind)
+                if not probe:
+                    continue
+                http = probe.get("httpGet")
+                socket = probe.get("tcpSocket")
+                if http:
+                    if pod.name not in i.routes:
+                        problems.append(f"{where}: {kind} is HTTP but {pod.name} has no known router")
+                    elif not any(route_matches(r, http["path"]) for r in i.routes[pod.name]):
+                        problems.append(f"{where}: {kind} path {http['path']} is not served by {pod.name}")
+                    if pod.port(http["port"]) is None:
+                        problems.append(f"{where}: {kind} port {http['port']!r} is not a container port")
+                    if kind == "livenessProbe" and http["path"].rstrip("/") == "/ready":
+                        problems.append(f"{where}: liveness must not check dependencies (/ready)")
+                if socket and pod.port(socket["port"]) is None:
+                    problems.append(f"{where}: {kind} port {socket['port']!r} is not a container port")
+                if pod.name in APPS and not http:
+                    problems.append(f"{where}: {kind} should be an httpGet probe")
+                if pod.name in DATABASES and "pg_isready" not in str(probe.get("exec", {}).get("command")):
+                    problems.append(f"{where}: {kind} should run pg_isready")
+        if pod.name in APPS:
+            container = pod.containers[0]
+            paths = {k: container.get(k, {}).get("httpGet", {}).get("path") for k in
+                     ("startupProbe", "readinessProbe", "livenessProbe")}
+            # The gateway stays in its Service while the broker is down (it answers orders 503
+            # and keeps serving movies); the others are useless without their dependencies.
+            readiness = "/health" if pod.name == "api-gateway" else "/ready"
+            expected = {"startupProbe": "/health", "readinessProbe": readiness, "livenessProbe": "/health"}
+            if paths != expected:
+                problems.append(f"{pod.name}: probes should be {expected}; found {paths}")
+    return problems
+
+
+def check_statefulsets(i: Inputs) -> list[str]:
+    problems = []
+    for sts in i.cluster.of_kind("StatefulSet"):
+        name, service_name = sts["metadata"]["name"], sts["spec"].get("serviceName")
+        service = i.cluster.get("Service", service_name) if service_name else None
+        if service is None:
+            problems.append(f"StatefulSet {name}: serviceName {service_name!r} is no Service")
+            continue
+        if service["spec"].get("clusterIP") != "None":
+            problems.append(f"StatefulSet {name}: Service {service_name} is not headless (clusterIP: None)")
+        if Pod(sts) not in i.cluster.selected(service["spec"].get("selector")):
+            problems.append(f"StatefulSet {name}: Service {service_name} does not select its pods")
+    return problems
+
+
+def check_autoscalers(i: Inputs) -> list[str]:
+    problems = []
+    hpas = {h["metadata"]["name"]: h for h in i.cluster.of_kind("HorizontalPodAutoscaler")}
+    for expected in ("api-gateway", "inventory-app"):
+        if expected not in hpas:
+            problems.append(f"no HorizontalPodAutoscaler for {expected}")
+    for name, hpa in hpas.items():
+        spec = hpa["spec"]
+        ref = spec["scaleTargetRef"]
+        target = i.cluster.get(ref["kind"], ref["name"])
+        if target is None:
+            problems.append(f"HPA {name}: target {ref['kind']} {ref['name']} does not exist")
+            continue
+        if "replicas" in target["spec"]:
+            problems.append(f"HPA {name}: {ref['kind']} {ref['name']} sets replicas, which the HPA owns")
+        for container in Pod(target).containers:
+            if not container.get("resources", {}).get("requests", {}).get("cpu"):
+                problems.append(f"HPA {name}: container {container['name']} has no CPU request")
+        cpu = [m for m in spec.get("metrics", []) if m.get("type") == "Resource"
+               and m["resource"]["name"] == "cpu"]
+        if (spec.get("minReplicas"), spec.get("maxReplicas")) != (1, 3) or not cpu or \
+                cpu[0]["resource"]["target"].get("averageUtilization") != 60:
+            problems.append(f"HPA {name}: expected min 1, max 3, 60% CPU")
+    return problems
+
+
+def _peer_matches(peer: dict, pod_labels: dict | None, namespace_labels: dict) -> bool:
+    """Does a NetworkPolicy peer match a source/destination (pod labels None: any pod)."""
+    if "ipBlock" in peer:
+        return False
+    ns_selector, pod_selector = peer.get("namespaceSelector"), peer.get("podSelector")
+
+    def matches(selector: dict | None, labels: dict | None) -> bool:
+        wanted = (selector or {}).get("matchLabels", {})
+        return labels is not None and all(labels.get(k) == v for k, v in wanted.items())
+
+    if ns_selector is None:
+        in_namespace = namespace_labels.get("kubernetes.io/metadata.name") == NAMESPACE
+    else:
+        in_namespace = matches(ns_selector, namespace_labels)
+    if not in_namespace:
+        return False
+    return pod_selector is None or (pod_labels is not None and matches(pod_selector, pod_labels))
+
+
+def _port_matches(rule_ports: list[dict] | None, pod: Pod | None, port_name: str) -> bool:
+    if not rule_ports:
+        return True
+    number = pod.port(port_name) if pod else None
+    return any(p.get("port") in (port_name, number) for p in rule_ports)
+
+
+def flow_allowed(c: Cluster, source: Pod | None, source_ns: dict, destination: Pod, port: str) -> bool:
+    """Would the namespace's NetworkPolicies let `source` (a pod here, or any pod of the
+    namespace labelled `source_ns` when None) open `port` on `destination`?"""
+    here = {"kubernetes.io/metadata.name": NAMESPACE}
+    policies = c.of_kind("NetworkPolicy")
+
+    def selects(policy: dict, pod: Pod) -> bool:
+        wanted = policy["spec"].get("podSelector", {}).get("matchLabels", {})
+        return all(pod.labels.get(k) == v for k, v in wanted.items())
+
+    def direction_allowed(kind: str, subject: Pod, peer_labels, peer_ns, peer_pod) -> bool:
+        key, peers_key = ("ingress", "from") if kind == "Ingress" else ("egress", "to")
+        relevant = [p for p in policies if selects(p, subject) and
+                    kind in p["spec"].get("policyTypes", ["Ingress"])]
+        if not relevant:
+            return True
+        for policy in relevant:
+            for rule in policy["spec"].get(key) or []:
+                peers = rule.get(peers_key)
+                if peers and not any(_peer_matches(peer, peer_labels, peer_ns) for peer in peers):
+                    continue
+                if _port_matches(rule.get("ports"), destination, port):
+                    return True
+        return False
+
+    ingress = direction_allowed("Ingress", destination, source.labels if source else None,
+                                source_ns, source)
+    egress = source is None or direction_allowed("Egress", source, destination.labels, here, destination)
+    return ingress and egress
+
+
+def check_network_policies(i: Inputs) -> list[str]:
+    """Selectors select something; named ports exist on the pods they protect or reach."""
+    problems, c = [], i.cluster
+    for policy in c.of_kind("NetworkPolicy"):
+        name = policy["metadata"]["name"]
+        selector = policy["spec"].get("podSelector", {})
+        subjects = c.pods() if not selector.get("matchLabels") else c.selected(selector)
+        if not subjects:
+            problems.append(f"NetworkPolicy {name}: podSelector selects no pod")
+        for key, peers_key in (("ingress", "from"), ("egress", "to")):
+            for rule in policy["spec"].get(key) or []:
+                # A named port must be open on the pods the traffic goes to: the policy's own
+                # pods for ingress, the peers (of this namespace) for egress.
+                targets = subjects if key == "ingress" else []
+                for peer in rule.get(peers_key) or []:
+                    if "podSelector" in peer and "namespaceSelector" not in peer:
+                        selected = c.selected(peer["podSelector"])
+                        if not selected:
+                            problems.append(f"NetworkPolicy {name}: {peers_key} podSelector "
+                                            f"{peer['podSelector']} selects no pod")
+                        if key == "egress":
+                            targets += selected
+                for port in rule.get("ports") or []:
+                    if isinstance(port.get("port"), str) and targets and \
+                            not any(p.port(port["port"]) for p in targets):
+                        problems.append(f"NetworkPolicy {name}: port {port['port']!r} is open on none "
+                                        f"of the pods it concerns")
+    return problems
+
+
+def check_network_flows(i: Inputs) -> list[str]:
+    """The policies allow exactly the system's flows: the gateway and billing-app alone reach
+    RabbitMQ, each app alone reaches its database, Prometheus scrapes the metrics ports."""
+    problems, c = [], i.cluster
+    here = {"kubernetes.io/metadata.name": NAMESPACE}
+    pods = {p.name: p for p in c.pods()}
+    for source in COMPONENTS:
+        for destination in COMPONENTS:
+            if source == destination or source not in pods or destination not in pods:
+                continue
+            for container in pods[destination].containers:
+                for entry in container.get("ports", []):
+                    port = entry.get("name")
+                    allowed = flow_allowed(c, pods[source], here, pods[destination], port)
+                    expected = (source, destination, port) in ALLOWED_FLOWS
+                    if allowed != expected:
+                        problems.append(f"{source} -> {destination}:{port} is "
+                                        f"{'allowed' if allowed else 'blocked'}, should be "
+                                        f"{'allowed' if expected else 'blocked'}")
+    for destination, pod in pods.items():
+        for container in pod.containers:
+            for entry in container.get("ports", []):
+                port = entry.get("name")
+                allowed = flow_allowed(c, None, MONITORING_NAMESPACE, pod, port)
+                expected = (destination, port) in MONITORED_PORTS
+                if allowed != expected:
+                    problems.append(f"monitoring namespace -> {destination}:{port} is "
+                                    f"{'allowed' if allowed else 'blocked'}, should be "
+                                    f"{'allowed' if expected else 'blocked'}")
+    outside = {"kubernetes.io/metadata.name": "some-other-namespace"}
+    if "api-gateway" in pods and not flow_allowed(c, None, outside, pods["api-gateway"], "http"):
+        problems.append("clients from outside cannot reach api-gateway:http")
+    return problems
+
+
+def check_credentials(i: Inputs) -> list[str]:
+    """Credentials live in Secrets only; servers and clients use the same Secret keys."""
+    problems, c = [], i.cluster
+    # Every secret value but user names (which may well appear as words elsewhere).
+    secret_values = set()
+    for secret in c.of_kind("Secret"):
+        data = c._data("Secret", secret["metadata"]["name"]) or {}
+        secret_values |= {v for k, v in data.items() if k != "username" and v}
+
+    def strings(node) -> Iterable[str]:
+        if isinstance(node, str):
+            yield node
+        elif isinstance(node, dict):
+            for value in node.values():
+                yield from strings(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from strings(value)
+
+    for doc in c.docs:
+        if doc["kind"] != "Secret" and any(v in text for text in strings(doc) for v in secret_values):
+            problems.append(f"{doc['kind']} {doc['metadata']['name']} contains a credential")
+    for pod in c.pods():
+        for container in pod.containers:
+            for var in container.get("env", []):
+                if re.search(r"PASS|SECRET|TOKEN", var["name"]) and "value" in var:
+                    problems.append(f"{pod.name}: {var['name']} is a literal, not a Secret reference")
+
+    def same(app: str, app_var: str, server: str, server_var: str):
+        a, s = c.pod(app), c.pod(server)
+        if a and s:
+            left, right = env_source(a.containers[0], app_var), env_source(s.containers[0], server_var)
+            if left is None or left != right:
+                problems.append(f"{app} {app_var} ({left}) and {server} {server_var} ({right}) "
+                                "must come from the same Secret/ConfigMap key")
+
+    for prefix, database in DB_PREFIXES.items():
+        app = "inventory-app" if database == "inventory-db" else "billing-app"
+        same(app, f"{prefix}_USER", database, "POSTGRES_USER")
+        same(app, f"{prefix}_PASSWORD", database, "POSTGRES_PASSWORD")
+        same(app, f"{prefix}_NAME", database, "POSTGRES_DB")
+    for app in ("api-gateway", "billing-app"):
+        same(app, "RABBITMQ_USER", "rabbitmq", "RABBITMQ_DEFAULT_USER")
+        same(app, "RABBITMQ_PASSWORD", "rabbitmq", "RABBITMQ_DEFAULT_PASS")
+    # Compose: the services log in with what the servers were created with.
+    services = i.compose.get("services") or {}
+    pairs = [("inventory-app", "INVENTORY_DB_USER", "inventory-db", "POSTGRES_USER"),
+             ("inventory-app", "INVENTORY_DB_PASSWORD", "inventory-db", "POSTGRES_PASSWORD"),
+             ("inventory-app", "INVENTORY_DB_NAME", "inventory-db", "POSTGRES_DB"),
+             ("billing-app", "BILLING_DB_USER", "billing-db", "POSTGRES_USER"),
+             ("billing-app", "BILLING_DB_PASSWORD", "billing-db", "POSTGRES_PASSWORD"),
+             ("billing-app", "BILLING_DB_NAME", "billing-db", "POSTGRES_DB"),
+             ("api-gateway", "RABBITMQ_USER", "rabbitmq", "RABBITMQ_DEFAULT_USER"),
+             ("api-gateway", "RABBITMQ_PASSWORD", "rabbitmq", "RABBITMQ_DEFAULT_PASS"),
+             ("billing-app", "RABBITMQ_USER", "rabbitmq", "RABBITMQ_DEFAULT_USER"),
+             ("billing-app", "RABBITMQ_PASSWORD", "rabbitmq", "RABBITMQ_DEFAULT_PASS")]
+    for app, app_var, server, server_var in pairs:
+        if app in services and server in services:
+            left = compose_environment(services[app], i.repo).get(app_var)
+            right = compose_environment(services[server], i.repo).get(server_var)
+            if left != right:
+                problems.append(f"compose {app} {app_var}={left!r} but {server} {server_var}={right!r}")
+    return problems
+
+
+def check_databases(i: Inputs) -> list[str]:
+    """psql in a database pod lands in its database as the application's user; data is on a
+    persistent volume."""
+    problems, c = [], i.cluster
+    for database, db_name in DATABASES.items():
+        pod = c.pod(database)
+        if pod is None:
+            continue
+        container = pod.containers[0]
+        env, _ = c.resolve(container)
+        if env.get("POSTGRES_DB") != db_name or env.get("PGDATABASE") != db_name:
+            problems.append(f"{database}: POSTGRES_DB and PGDATABASE must be {db_name!r}")
+        if env_source(container, "PGUSER") != env_source(container, "POSTGRES_USER"):
+            problems.append(f"{database}: PGUSER must come from where POSTGRES_USER does")
+        problems += _persistent(pod, env.get("PGDATA", "/var/lib/postgresql/data"))
+        compose_env = compose_environment((i.compose.get("services") or {}).get(database, {}), i.repo)
+        if compose_env.get("POSTGRES_DB") != db_name:
+            problems.append(f"compose {database}: POSTGRES_DB must be {db_name!r}")
+    rabbit = c.pod("rabbitmq")
+    if rabbit:
+        problems += _persistent(rabbit, "/var/lib/rabbitmq")
+    return problems
+
+
+def _persistent(pod: Pod, path: str) -> list[str]:
+    claims = {t["metadata"]["name"] for t in pod.workload["spec"].get("volumeClaimTemplates", [])}
+    mounts = [m for m in pod.containers[0].get("volumeMounts", []) if m["name"] in claims]
+    if not any(path == m["mountPath"] or path.startswith(m["mountPath"].rstrip("/") + "/") for m in mounts):
+        return [f"{pod.name}: {path} is not on a volumeClaimTemplate volume"]
+    return []
+
+
+def check_pod_hardening(i: Inputs) -> list[str]:
+    """Non-root, read-only, no capabilities, no token, bounded resources, graceful stops."""
+    problems = []
+    for pod in i.cluster.pods():
+        spec = pod.spec
+        if spec.get("automountServiceAccountToken") is not False:
+            problems.append(f"{pod.name}: automountServiceAccountToken must be false")
+        pod_sc = spec.get("securityContext", {})
+        if pod_sc.get("runAsNonRoot") is not True or \
+                pod_sc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+            problems.append(f"{pod.name}: pod securityContext needs runAsNonRoot and RuntimeDefault seccomp")
+        for container in pod.containers:
+            where = f"{pod.name}/{container['name']}"
+            sc = container.get("securityContext", {})
+            if sc.get("allowPrivilegeEscalation") is not False or sc.get("readOnlyRootFilesystem") is not True \
+                    or sc.get("capabilities", {}).get("drop") != ["ALL"]:
+                problems.append(f"{where}: securityContext must drop ALL capabilities, forbid privilege "
+                                "escalation and make the root filesystem read-only")
+            resources = container.get("resources", {})
+            for bound in ("requests", "limits"):
+                for resource in ("cpu", "memory"):
+                    if not resources.get(bound, {}).get(resource):
+                        problems.append(f"{where}: no {resource} {bound[:-1]}")
+        if pod.name in APPS:
+            container = pod.containers[0]
+            sleep = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+            drain = float(i.configs[pod.name].defaults.get("SHUTDOWN_TIMEOUT_SECONDS", "10"))
+            grace = spec.get("terminationGracePeriodSeconds", 30)
+            if sleep < 3:
+                problems.append(f"{pod.name}: needs a preStop sleep so endpoints drop it before SIGTERM")
+            if sleep + drain >= grace:
+                problems.append(f"{pod.name}: preStop {sleep}s + drain {drain:g}s do not fit in the "
+                                f"{grace}s grace period")
+    return problems
+
+
+def check_settings_agree(i: Inputs) -> list[str]:
+    """Compose and Kubernetes give the services the same non-secret settings."""
+    problems = []
+    services = i.compose.get("services") or {}
+    for app in APPS:
+        pod = i.cluster.pod(app)
+        if pod is None or app not in services:
+            continue
+        k8s, _ = i.cluster.resolve(pod.containers[0])
+        compose = compose_environment(services[app], i.repo)
+        for name in sorted(set(k8s) & set(compose)):
+            if re.search(r"PASS|USER|_HOST$|_URL$|LOG_", name):
+                continue  # credentials differ by design; hosts are checked against each side's names
+            if k8s[name] != compose[name]:
+                problems.append(f"{app}: {name} is {k8s[name]!r} on Kubernetes, {compose[name]!r} in compose")
+    return problems
+
+
+CHECKS: list[tuple[str, Callable[[Inputs], list[str]]]] = [
+    ("names, namespace, NodePort 30000, pod labels", check_names),
+    ("images pinned to the workspace version / upstream tags", check_images),
+    ("Secret and ConfigMap names and keys exist", check_references),
+    ("service variables on Kubernetes (required set, none unknown, accepted by the binary)",
+     check_service_variables_k8s),
+    ("service variables in compose (required set, none unknown, accepted by the binary)",
+     check_service_variables_compose),
+    ("ports and service DNS names on Kubernetes", check_ports_and_dns_k8s),
+    ("ports and service names in compose", check_ports_and_dns_compose),
+    ("probes use paths the routers serve", check_probes),
+    ("StatefulSets have a headless governing Service", check_statefulsets),
+    ("HPA targets exist and have CPU requests", check_autoscalers),
+    ("NetworkPolicy selectors and ports select something", check_network_policies),
+    ("NetworkPolicies allow exactly the system's traffic", check_network_flows),
+    ("credentials only in Secrets, shared by servers and clients", check_credentials),
+    ("databases: psql lands in movies/orders, data on volumes", check_databases),
+    ("pod hardening, resources, graceful shutdown", check_pod_hardening),
+    ("compose and Kubernetes agree on shared settings", check_settings_agree),
+]
+
+
+def run_checks(inputs: Inputs, out=sys.stdout) -> int:
+    failed = 0
+    for title, check in CHECKS:
+        problems = check(inputs)
+        print(f"  {'ok  ' if not problems else 'FAIL'} {title}", file=out)
+        for problem in problems:
+            print(f"         - {problem}", file=out)
+        failed += bool(problems)
+    total = len(CHECKS)
+    print(f"contract: {total - failed} passed, {failed} failed", file=out)
+    return 1 if failed else 0
+
+
+def load_inputs(rendered: Path, compose: Path, bin_dir: Path, repo: Path = REPO) -> Inputs:
+    return Inputs(
+        cluster=Cluster(load_rendered(rendered)),
+        compose=load_compose(compose),
+        configs=load_service_configs(bin_dir),
+        routes=load_routes(repo),
+        version=workspace_version(repo),
+        repo=repo,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rendered", type=Path, help="output of `kubectl kustomize Manifests/`")
+    parser.add_argument("--compose", type=Path, default=REPO / "docker-compose.yml")
+    parser.add_argument("--bin-dir", type=Path,
+                        default=Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "debug")
+    parser.add_argument("--repo", type=Path, default=REPO)
+    args = parser.parse_args(argv)
+    return run_checks(load_inputs(args.rendered, args.compose, args.bin_dir, args.repo))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,554 @@
+#!/usr/bin/env bash
+# orchestrator.sh: the two-node K3s cluster of the Vagrantfile, and the system deployed on it.
+#
+#   ./orchestrator.sh create              VMs up, K3s, images, manifests; waits until ready
+#   ./orchestrator.sh start | stop        boot or halt the VMs (data is kept)
+#   ./orchestrator.sh destroy             delete the VMs and everything generated
+#   ./orchestrator.sh status              VMs, nodes, pods, services, autoscalers, volumes
+#   ./orchestrator.sh deploy              (re)apply the manifests; waits until ready
+#   ./orchestrator.sh build [TAG] [--push]
+#   ./orchestrator.sh logs SERVICE [kubectl logs flags, e.g. -f]
+#   ./orchestrator.sh test                the acceptance scenario against NODE_IP:30000
+#
+# Environment:
+#   DOCKER_HUB_USERNAME     images come from this Docker Hub account (build --push puts them
+#                           there); unset: images are imported straight into the K3s nodes
+#   IMAGE_TAG               tag of the service images to deploy (default: the workspace version)
+#   NODE_IP                 where `test` finds the gateway (default: the master VM)
+#   ORCHESTRATOR_KUBECONFIG deploy/status/logs/test against another cluster (kind, ...)
+#   ORCHESTRATOR_DRY_RUN=1  print every command instead of running it
+#   ORCHESTRATOR_STATE_DIR  generated files (default: .orchestrator/, git-ignored)
+#   ORDER_TIMEOUT           seconds `test` waits for an order to be stored (default: 60)
+#   WAIT_TIMEOUT            seconds to wait for nodes and pods (default: 600)
+#
+# Bash 3.2 compatible (macOS): no associative arrays, no mapfile.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$ROOT"
+
+# --- settings --------------------------------------------------------------------------------
+
+readonly NAMESPACE=microservices
+# The services built from Dockerfiles/, and every workload of the system (for `logs`).
+readonly SERVICES="api-gateway inventory-app billing-app"
+readonly COMPONENTS="api-gateway inventory-app billing-app inventory-db billing-db rabbitmq"
+# Default image tag: the workspace version (Cargo.toml); the manifests use the same.
+readonly DEFAULT_TAG=0.1.0
+# Must match the Vagrantfile's defaults (the dry-run tests hold them together).
+readonly MASTER_IP=${MASTER_IP:-192.168.56.110}
+readonly NODES="master agent"
+readonly NODE_PORT=30000
+# Where the VMs see .orchestrator/shared/ (the Vagrantfile's synced folder).
+readonly GUEST_SHARED_DIR=/vagrant-shared
+
+IMAGE_TAG=${IMAGE_TAG:-$DEFAULT_TAG}
+NODE_IP=${NODE_IP:-$MASTER_IP}
+STATE_DIR=${ORCHESTRATOR_STATE_DIR:-$ROOT/.orchestrator}
+DRY_RUN=${ORCHESTRATOR_DRY_RUN:-0}
+WAIT_TIMEOUT=${WAIT_TIMEOUT:-600}
+ORDER_TIMEOUT=${ORDER_TIMEOUT:-60}
+# Seconds between two looks while waiting (the tests shorten it).
+POLL_INTERVAL=${ORCHESTRATOR_POLL_INTERVAL:-5}
+
+# Every kubectl call of this script targets the Vagrant cluster unless told otherwise.
+export KUBECONFIG=${ORCHESTRATOR_KUBECONFIG:-$STATE_DIR/shared/kubeconfig}
+
+# Commands printed in a dry run go to the terminal even from inside $(...).
+exec 3>&1
+
+# --- output and command helpers --------------------------------------------------------------
+
+say() { printf '==> %s\n' "$*"; }
+warn() { printf 'warning: %s\n' "$*" >&2; }
+die() {
+  printf 'error: %s\n' "$*" >&2
+  exit 1
+}
+
+dry_run() { [[ $DRY_RUN == 1 ]]; }
+
+# One argument as the shell would need it typed: bare when safe, single-quoted otherwise.
+quote() {
+  if [[ $1 =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
+    printf '%s' "$1"
+  else
+    printf "'%s'" "${1//\'/\'\\\'\'}"
+  fi
+}
+
+print_cmd() {
+  local line="+" arg
+  for arg in "$@"; do
+    line+=" $(quote "$arg")"
+  done
+  printf '%s\n' "$line" >&3
+}
+
+# Runs a command; a dry run only prints it (to the terminal, also from inside $(...), where
+# it then outputs nothing).
+run() {
+  if dry_run; then
+    print_cmd "$@"
+    return 0
+  fi
+  "$@"
+}
+
+# poll SECONDS WHAT COMMAND...: run COMMAND every few seconds until it succeeds. A dry run
+# shows the command once.
+poll() {
+  local timeout=$1 what=$2
+  shift 2
+  if dry_run; then
+    if [[ $(type -t "$1") == function ]]; then "$@" || true; else print_cmd "$@"; fi
+    return 0
+  fi
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || die "timed out after ${timeout}s waiting for $what"
+    sleep "$POLL_INTERVAL"
+  done
+}
+
+kube() { run kubectl --namespace "$NAMESPACE" "$@"; }
+
+# --- prerequisites ---------------------------------------------------------------------------
+
+install_hint() {
+  case $1 in
+    vagrant) echo "Vagrant (https://developer.hashicorp.com/vagrant/install) with VirtualBox" ;;
+    kubectl) echo "kubectl (https://kubernetes.io/docs/tasks/tools/)" ;;
+    docker) echo "Docker (https://docs.docker.com/engine/install/)" ;;
+    curl) echo "curl (your system's package manager)" ;;
+    *) echo "$1" ;;
+  esac
+}
+
+# Every missing tool on a line of its own, then stop.
+require() {
+  local tool missing=0
+  for tool in "$@"; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+      printf 'error: %s is not installed: install %s\n' "$tool" "$(install_hint "$tool")" >&2
+      missing=1
+    fi
+  done
+  ((missing == 0)) || exit 1
+}
+
+using_vagrant_cluster() { [[ -z ${ORCHESTRATOR_KUBECONFIG:-} ]]; }
+
+require_kubeconfig() {
+  if ! dry_run && [[ ! -f $KUBECONFIG ]]; then
+    die "no kubeconfig at $KUBECONFIG: create the cluster first (./orchestrator.sh create), or set ORCHESTRATOR_KUBECONFIG"
+  fi
+}
+
+valid_tag() {
+  [[ $1 =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ && $1 != latest ]] ||
+    die "invalid image tag '$1': use a version such as $DEFAULT_TAG (never 'latest')"
+}
+
+# --- images ----------------------------------------------------------------------------------
+
+build_images() {
+  local tag=$1 svc
+  for svc in $SERVICES; do
+    say "building $svc:$tag"
+    run docker build -f "Dockerfiles/$svc/Dockerfile" -t "$svc:$tag" .
+  done
+}
+
+push_images() {
+  local tag=$1 svc
+  [[ -n ${DOCKER_HUB_USERNAME:-} ]] || die "pushing needs DOCKER_HUB_USERNAME (the Docker Hub account to push to)"
+  for svc in $SERVICES; do
+    say "pushing $DOCKER_HUB_USERNAME/$svc:$tag"
+    run docker tag "$svc:$tag" "$DOCKER_HUB_USERNAME/$svc:$tag"
+    run docker push "$DOCKER_HUB_USERNAME/$svc:$tag"
+  done
+}
+
+# No registry: one archive of the three images, imported into containerd on every node. The
+# manifests' imagePullPolicy IfNotPresent then uses them without pulling.
+import_images() {
+  local tag=$1 svc node
+  local archive="images/services-$tag.tar"
+  local images=()
+  for svc in $SERVICES; do images+=("$svc:$tag"); done
+  mkdir -p "$STATE_DIR/shared/images"
+  say "saving ${images[*]}"
+  run docker save -o "$STATE_DIR/shared/$archive" "${images[@]}"
+  for node in $NODES; do
+    say "importing the images into $node"
+    run vagrant ssh "$node" -c "sudo k3s ctr images import $GUEST_SHARED_DIR/$archive"
+  done
+  # The nodes keep the images; the archive is only in the way now.
+  run rm -f "$STATE_DIR/shared/$archive"
+}
+
+# Registry images for a cluster that pulls; for the Vagrant cluster, import otherwise.
+deliver_images() {
+  if [[ -n ${DOCKER_HUB_USERNAME:-} ]]; then
+    push_images "$IMAGE_TAG"
+  else
+    import_images "$IMAGE_TAG"
+  fi
+}
+
+# --- credentials and the generated overlay ---------------------------------------------------
+
+random_password() {
+  # 24 random bytes as hex: 192 bits, and safe in URLs, env files and shells.
+  od -An -N24 -tx1 /dev/urandom | tr -d ' \n'
+}
+
+# Random passwords, generated once and kept (PostgreSQL and RabbitMQ only read them when
+# their volume is new). Usernames are not secret but live with the passwords.
+ensure_credentials() {
+  local dir=$STATE_DIR/credentials entry name user
+  mkdir -p "$dir"
+  chmod 700 "$dir"
+  for entry in inventory-db:inventory billing-db:billing rabbitmq:billing; do
+    name=${entry%%:*}
+    user=${entry#*:}
+    if [[ ! -s $dir/$name.env ]]; then
+      (
+        umask 077
+        printf 'username=%s\npassword=%s\n' "$user" "$(random_password)" >"$dir/$name.env"
+      )
+      say "generated credentials for $name ($dir/$name.env)"
+    fi
+  done
+}
+
+# $STATE_DIR/kustomization.yaml: Manifests/ with the generated credentials in place of the
+# development ones and, with a registry, the images retargeted to it.
+write_overlay() {
+  local svc name
+  ln -sfn "$ROOT/Manifests" "$STATE_DIR/base"
+  {
+    echo "# Generated by orchestrator.sh; do not edit, do not commit (holds no secrets itself)."
+    echo "apiVersion: kustomize.config.k8s.io/v1beta1"
+    echo "kind: Kustomization"
+    echo "namespace: $NAMESPACE"
+    echo "resources:"
+    echo "  - base"
+    echo "secretGenerator:"
+    for name in inventory-db billing-db rabbitmq; do
+      echo "  - name: $name-credentials"
+      echo "    behavior: replace"
+      echo "    type: kubernetes.io/basic-auth"
+      echo "    envs:"
+      echo "      - credentials/$name.env"
+      echo "    options:"
+      echo "      disableNameSuffixHash: true"
+    done
+    echo "images:"
+    for svc in $SERVICES; do
+      echo "  - name: $svc"
+      if [[ -n ${DOCKER_HUB_USERNAME:-} ]]; then
+        echo "    newName: $DOCKER_HUB_USERNAME/$svc"
+      fi
+      echo "    newTag: \"$IMAGE_TAG\""
+    done
+  } >"$STATE_DIR/kustomization.yaml"
+}
+
+prepare_state_dir() {
+  mkdir -p "$STATE_DIR"
+  # The directory ignores itself: credentials, token and kubeconfig never reach git.
+  [[ -f $STATE_DIR/.gitignore ]] || printf '*\n' >"$STATE_DIR/.gitignore"
+}
+
+# --- cluster steps ---------------------------------------------------------------------------
+
+wait_for_nodes() {
+  say "waiting for the nodes ($NODES) to be Ready"
+  local names=() node
+  for node in $NODES; do names+=("node/$node"); done
+  # `kubectl wait` fails at once on a node that has not registered yet: wait for both first.
+  poll "$WAIT_TIMEOUT" "the nodes to register" kubectl get "${names[@]}"
+  run kubectl wait --for=condition=Ready "${names[@]}" --timeout="${WAIT_TIMEOUT}s"
+}
+
+apply_manifests() {
+  prepare_state_dir
+  ensure_credentials
+  write_overlay
+  say "applying the manifests (Manifests/ with generated credentials, images tagged $IMAGE_TAG)"
+  run kubectl apply -k "$STATE_DIR"
+}
+
+# Dependencies first, so the services' readiness reflects a working system.
+wait_until_ready() {
+  local workload
+  say "waiting for every pod in namespace $NAMESPACE to be ready"
+  for workload in statefulset/inventory-db statefulset/billing-db statefulset/rabbitmq \
+    deployment/inventory-app statefulset/billing-app deployment/api-gateway; do
+    kube rollout status "$workload" --timeout="${WAIT_TIMEOUT}s"
+  done
+  kube wait --for=condition=Ready pod --all --timeout="${WAIT_TIMEOUT}s"
+}
+
+print_access() {
+  echo "  API:      curl http://$NODE_IP:$NODE_PORT/api/movies/"
+  echo "  kubectl:  export KUBECONFIG=$KUBECONFIG"
+}
+
+# --- commands --------------------------------------------------------------------------------
+
+cmd_create() {
+  valid_tag "$IMAGE_TAG"
+  require vagrant kubectl docker
+  if [[ -n ${DOCKER_HUB_USERNAME:-} ]]; then
+    say "images: pushed to and pulled from Docker Hub account $DOCKER_HUB_USERNAME"
+  else
+    say "images: no registry, imported straight into the nodes"
+  fi
+  # Images first: a broken build fails in seconds, not after the VMs are up.
+  build_images "$IMAGE_TAG"
+  prepare_state_dir
+  say "starting the VMs (master, agent) and installing K3s"
+  run vagrant up
+  require_kubeconfig
+  wait_for_nodes
+  deliver_images
+  apply_manifests
+  wait_until_ready
+  print_access
+  echo "cluster created"
+}
+
+cmd_start() {
+  require vagrant kubectl
+  say "booting the VMs"
+  run vagrant up
+  require_kubeconfig
+  wait_for_nodes
+  wait_until_ready
+  print_access
+  echo "cluster started"
+}
+
+cmd_stop() {
+  require vagrant
+  # A clean shutdown of both VMs: pods stop with SIGTERM, volumes stay on the VMs' disks.
+  say "halting the VMs (data is kept; ./orchestrator.sh start boots them again)"
+  run vagrant halt
+  echo "cluster stopped"
+}
+
+cmd_destroy() {
+  require vagrant
+  case $STATE_DIR in
+    "" | / | "$ROOT" | "$HOME") die "refusing to delete ORCHESTRATOR_STATE_DIR=$STATE_DIR" ;;
+  esac
+  say "destroying the VMs and their data"
+  run vagrant destroy --force
+  # Token, kubeconfig, image archives and credentials belonged to that cluster.
+  run rm -rf "$STATE_DIR"
+  echo "cluster destroyed"
+}
+
+cmd_status() {
+  if using_vagrant_cluster; then
+    require vagrant kubectl
+    run vagrant status || true
+  else
+    require kubectl
+  fi
+  run kubectl get nodes -o wide || warn "the cluster does not answer"
+  kube get statefulsets,deployments,pods,services,hpa,pvc -o wide || true
+}
+
+cmd_deploy() {
+  valid_tag "$IMAGE_TAG"
+  # Without a registry the images must reach the Vagrant nodes from this machine.
+  if [[ -z ${DOCKER_HUB_USERNAME:-} ]] && using_vagrant_cluster; then
+    require kubectl docker vagrant
+  else
+    require kubectl
+  fi
+  require_kubeconfig
+  if [[ -n ${DOCKER_HUB_USERNAME:-} ]]; then
+    say "images: $DOCKER_HUB_USERNAME/<service>:$IMAGE_TAG from Docker Hub"
+  elif using_vagrant_cluster; then
+    import_images "$IMAGE_TAG"
+  else
+    say "images: <service>:$IMAGE_TAG must already be on the nodes (e.g. kind load docker-image)"
+  fi
+  apply_manifests
+  wait_until_ready
+  echo "deployed"
+}
+
+cmd_build() {
+  local tag=$DEFAULT_TAG push=0 arg
+  for arg in "$@"; do
+    case $arg in
+      --push) push=1 ;;
+      -*) die "build: unknown option $arg (usage: build [TAG] [--push])" ;;
+      *) tag=$arg ;;
+    esac
+  done
+  valid_tag "$tag"
+  require docker
+  ((push == 0)) || [[ -n ${DOCKER_HUB_USERNAME:-} ]] ||
+    die "build --push needs DOCKER_HUB_USERNAME (the Docker Hub account to push to)"
+  build_images "$tag"
+  ((push == 0)) || push_images "$tag"
+  echo "images built: $(for svc in $SERVICES; do printf '%s:%s ' "$svc" "$tag"; done)"
+}
+
+cmd_logs() {
+  local service=${1:-}
+  [[ -n $service ]] || die "usage: logs SERVICE [kubectl logs flags]; SERVICE is one of: $COMPONENTS"
+  case " $COMPONENTS " in
+    *" $service "*) ;;
+    *) die "unknown service '$service'; choose one of: $COMPONENTS" ;;
+  esac
+  shift
+  require kubectl
+  require_kubeconfig
+  kube logs --selector "app=$service" --all-containers --prefix --tail=200 --max-log-requests=6 "$@"
+}
+
+# --- the acceptance scenario (SPEC) ------------------------------------------------------------
+
+HTTP_STATUS=""
+HTTP_BODY=""
+
+# http METHOD PATH [JSON]: sets HTTP_STATUS and HTTP_BODY. A dry run pretends 200.
+http() {
+  local method=$1 path=$2 body=${3:-} args
+  args=(curl --silent --show-error --max-time 15 --write-out '\n%{http_code}' -X "$method")
+  [[ -z $body ]] || args+=(-H 'Content-Type: application/json' --data "$body")
+  args+=("http://$NODE_IP:$NODE_PORT$path")
+  if dry_run; then
+    print_cmd "${args[@]}"
+    HTTP_STATUS=200 HTTP_BODY=""
+    return 0
+  fi
+  local out
+  out=$("${args[@]}") || die "$method $path: no answer from http://$NODE_IP:$NODE_PORT"
+  HTTP_STATUS=${out##*$'\n'}
+  HTTP_BODY=${out%$'\n'*}
+}
+
+expect_status() {
+  local want=$1 what=$2
+  [[ $HTTP_STATUS == "$want" ]] || die "$what: expected HTTP $want, got $HTTP_STATUS: $HTTP_BODY"
+  echo "    $what -> $HTTP_STATUS"
+}
+
+order_id_of_response() {
+  local id
+  dry_run && {
+    echo "ORDER_ID"
+    return 0
+  }
+  id=$(printf '%s' "$HTTP_BODY" | sed -n 's/.*"order_id"[[:space:]]*:[[:space:]]*"\([0-9a-fA-F-]\{36\}\)".*/\1/p')
+  [[ -n $id ]] || die "POST /api/billing/ answered without an order id: $HTTP_BODY"
+  echo "$id"
+}
+
+# The database's own view, with psql's defaults from the pod's environment (orders database).
+psql_billing() {
+  run kubectl --namespace "$NAMESPACE" exec billing-db-0 -c postgres -- psql -tA -c "$1"
+}
+
+# orders_stored ID COUNT: the order is in the orders table COUNT times (0 or 1).
+orders_stored() {
+  local n
+  n=$(psql_billing "SELECT count(*) FROM orders WHERE id = '$1'")
+  dry_run || [[ $n == "$2" ]]
+}
+
+BILLING_STOPPED=0
+restore_billing() {
+  if ((BILLING_STOPPED == 1)); then
+    warn "scaling billing-app back to 1 replica"
+    kube scale statefulset billing-app --replicas=1 || true
+  fi
+}
+
+cmd_test() {
+  require kubectl curl
+  require_kubeconfig
+  local first second
+  say "acceptance scenario against http://$NODE_IP:$NODE_PORT"
+  trap restore_billing EXIT
+
+  say "1. add a movie"
+  http POST /api/movies/ '{"title": "A new movie", "description": "Very short description"}'
+  expect_status 200 "POST /api/movies/"
+
+  say "2. list the movies"
+  http GET /api/movies/
+  expect_status 200 "GET /api/movies/"
+  dry_run || [[ $HTTP_BODY == *'"A new movie"'* ]] || die "GET /api/movies/ does not list the new movie: $HTTP_BODY"
+
+  say "3. order while billing-app runs"
+  http POST /api/billing/ '{"user_id": "20", "number_of_items": "99", "total_amount": "250"}'
+  expect_status 200 "POST /api/billing/ (user 20)"
+  first=$(order_id_of_response)
+  poll "$ORDER_TIMEOUT" "order $first (user 20) to be stored" orders_stored "$first" 1
+
+  say "4. stop billing-app"
+  BILLING_STOPPED=1
+  kube scale statefulset billing-app --replicas=0
+  kube wait --for=delete pod/billing-app-0 --timeout=120s
+
+  say "5. order while billing-app is stopped: queued"
+  http POST /api/billing/ '{"user_id": "22", "number_of_items": "10", "total_amount": "50"}'
+  expect_status 200 "POST /api/billing/ (user 22)"
+  second=$(order_id_of_response)
+
+  say "6. the orders database: user 20's order stored, user 22's not yet"
+  orders_stored "$first" 1 || die "order $first (user 20) is not in the orders table"
+  orders_stored "$second" 0 || die "order $second (user 22) was stored while billing-app was stopped"
+  psql_billing "SELECT id, user_id, number_of_items, total_amount FROM orders WHERE id IN ('$first', '$second')"
+
+  say "7. start billing-app again: the queued order is stored, once"
+  kube scale statefulset billing-app --replicas=1
+  BILLING_STOPPED=0
+  kube rollout status statefulset/billing-app --timeout=120s
+  poll "$ORDER_TIMEOUT" "order $second (user 22) to be stored" orders_stored "$second" 1
+  orders_stored "$first" 1 || die "order $first (user 20) is not stored exactly once"
+  psql_billing "SELECT id, user_id, number_of_items, total_amount FROM orders WHERE id IN ('$first', '$second')"
+  echo "acceptance test passed"
+}
+
+usage() {
+  # The header comment of this file, up to the last environment variable.
+  sed -n '2,/^#   WAIT_TIMEOUT/p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+main() {
+  local command=${1:-help}
+  [[ $# -eq 0 ]] || shift
+  if dry_run; then
+    echo "dry run: commands are printed, not run"
+  fi
+  case $command in
+    create) cmd_create "$@" ;;
+    start) cmd_start "$@" ;;
+    stop) cmd_stop "$@" ;;
+    destroy) cmd_destroy "$@" ;;
+    status) cmd_status "$@" ;;
+    deploy) cmd_deploy "$@" ;;
+    build) cmd_build "$@" ;;
+    logs) cmd_logs "$@" ;;
+    test) cmd_test "$@" ;;
+    help | -h | --help) usage ;;
+    *)
+      usage >&2
+      printf 'error: unknown command %s\n' "$(quote "$command")" >&2
+      exit 2
+      ;;
+  esac
+}
+
+main "$@"
