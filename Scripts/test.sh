@@ -33,6 +33,9 @@ Scripts/check-monitoring.sh
 step "Kubernetes: render, schema validation, policy scan, contract, orchestrator.sh dry runs"
 Scripts/check-kubernetes.sh
 
+step "benchmark smoke run (bench/run.sh --smoke): the benchmark still works"
+bench/run.sh --smoke
+
 step "the Compose stack end to end (Scripts/e2e-compose.sh)"
 if [ "${SKIP_COMPOSE_E2E:-}" = 1 ]; then
   echo "WARNING: SKIP_COMPOSE_E2E=1: the Compose end-to-end test was NOT run" >&2

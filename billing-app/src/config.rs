@@ -15,8 +15,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     /// `RABBITMQ_*`.
     pub broker: BrokerSettings,
-    /// `BILLING_PREFETCH`: deliveries the broker may push before any is acknowledged; also
-    /// the largest batch stored in one statement.
+    /// `BILLING_PREFETCH`: deliveries the broker may push before any is acknowledged. Batches
+    /// take at most half of it, so the broker keeps sending while a batch is being stored.
     pub prefetch: u16,
     /// `SHUTDOWN_TIMEOUT_SECONDS`.
     pub shutdown_timeout: Duration,
@@ -29,7 +29,7 @@ impl Settings {
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
             database: DatabaseSettings::from_env(env, "BILLING", "orders")?,
             broker: BrokerSettings::from_env(env)?,
-            prefetch: env.at_least("BILLING_PREFETCH", 250, 1)?,
+            prefetch: env.at_least("BILLING_PREFETCH", 1000, 1)?,
             shutdown_timeout: config::shutdown_timeout(env)?,
         })
     }

@@ -8,7 +8,8 @@
 //! - When the database fails transiently, the deliveries stay unacknowledged (the broker keeps
 //!   them, and hands them to another consumer if this one dies) and the insert is retried with
 //!   backoff; `/ready` turns false meanwhile.
-//! - Deliveries that arrive together are stored in one statement and acknowledged with one ack.
+//! - Deliveries that arrive together (up to half the prefetch window) are stored in one
+//!   statement and acknowledged with one ack.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -164,7 +165,7 @@ impl Consumer {
             let batch = tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => break,
-                batch = next_batch(&mut deliveries, usize::from(self.prefetch)) => batch?,
+                batch = next_batch(&mut deliveries, self.batch_size()) => batch?,
             };
             if !self.process(batch).await? {
                 break;
@@ -176,6 +177,12 @@ impl Consumer {
             .close(200, "billing-app shutting down".into())
             .await;
         Ok(())
+    }
+
+    /// At most half the prefetch window: while one batch is being stored, the broker has room
+    /// to deliver the next, so the consumer never waits for the network between batches.
+    fn batch_size(&self) -> usize {
+        usize::from(self.prefetch / 2).max(1)
     }
 
     /// Settles one batch. Returns `false` when shutdown interrupted a database retry (the

@@ -132,11 +132,8 @@ fn is_probe(route: &str) -> bool {
 
 async fn observe(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
     // The route template, not the raw path, keeps metric labels bounded.
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str)
-        .to_owned();
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = request.method().clone();
     let request_id = request
         .headers()
@@ -156,9 +153,9 @@ async fn observe(State(metrics): State<Metrics>, request: Request, next: Next) -
         let response = next.run(request).await;
         let elapsed = started.elapsed();
         let status = response.status();
-        metrics.observe_request(method.as_str(), &route, status, elapsed);
+        metrics.observe_request(method.as_str(), route, status, elapsed);
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
-        if is_probe(&route) {
+        if is_probe(route) {
             tracing::debug!(status = status.as_u16(), latency_ms, "request completed");
         } else {
             tracing::info!(status = status.as_u16(), latency_ms, "request completed");

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::Request;
+use axum::serve::ListenerExt;
 use axum::{Router, ServiceExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -60,6 +61,12 @@ pub async fn serve(
     let app = NormalizePathLayer::trim_trailing_slash().layer(router);
     let make_service =
         ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app);
+    // Responses go out as soon as they are written, not held back by Nagle's algorithm.
+    let listener = listener.tap_io(|stream| {
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY on a connection: {err}");
+        }
+    });
     let server = axum::serve(listener, make_service)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();

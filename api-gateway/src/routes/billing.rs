@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::AppState;
+use super::SharedState;
 use crate::error::ApiError;
 
 /// Lets a client retry an order safely: the same key (a UUID) becomes the same order id, and
@@ -28,7 +28,7 @@ pub struct Accepted {
 
 /// Answers 200 only after the broker confirmed the order; 503 when it cannot take it.
 pub async fn create_order(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Result<Json<Accepted>, ApiError> {
@@ -58,7 +58,7 @@ fn order_id(headers: &HeaderMap) -> Result<Uuid, ApiError> {
 
 /// `/api/billing/orders[/{order_id}][?query]` → billing-app's `/api/orders[/{order_id}][?query]`.
 pub async fn forward_orders(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Result<Response, ApiError> {

@@ -5,14 +5,18 @@ mod billing;
 mod movies;
 mod openapi;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::routing::{any, get, post};
 
 use crate::proxy::Upstream;
 use crate::publisher::Publisher;
 
-/// What the handlers share.
-#[derive(Clone)]
+/// What the handlers share, behind one `Arc` so each request clones a pointer, not three
+/// connection pools.
+pub type SharedState = Arc<AppState>;
+
 pub struct AppState {
     pub inventory: Upstream,
     pub billing: Upstream,
@@ -20,6 +24,7 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let state: SharedState = Arc::new(state);
     Router::new()
         .route("/api/movies", any(movies::forward))
         .route("/api/movies/{*rest}", any(movies::forward))

@@ -6,11 +6,11 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::uri::PathAndQuery;
 use axum::response::Response;
 
-use super::AppState;
+use super::SharedState;
 use crate::error::ApiError;
 
 pub async fn forward(
-    State(state): State<AppState>,
+    State(state): State<SharedState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Result<Response, ApiError> {
