@@ -8,15 +8,14 @@
 //! backoff; while it is down, publishing fails at once and `/ready` is false.
 
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use common::amqp::{self, BrokerSettings, Topology};
 use common::health::Check;
 use common::metrics::Metrics;
 use common::order::Order;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use lapin::{Channel, Confirmation, Connection};
 use prometheus::{HistogramOpts, HistogramVec};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -168,7 +167,8 @@ impl Publisher {
     async fn publish_confirmed(&self, order: &Order, request_id: &str) -> Result<(), PublishError> {
         let channel = self.channel().ok_or(PublishError::Disconnected)?;
         let body = serde_json::to_vec(order).expect("an order always serializes");
-        let properties = message_properties(order, request_id);
+        let properties =
+            amqp::order_properties(order, request_id).with_app_id("api-gateway".into());
         let options = BasicPublishOptions {
             // An unroutable message (the queue was deleted) comes back instead of vanishing.
             mandatory: true,
@@ -202,20 +202,4 @@ impl Publisher {
             Err(_elapsed) => Err(PublishError::NoConfirm),
         }
     }
-}
-
-/// Persistent, JSON, identified by the order id, carrying the request id for tracing.
-fn message_properties(order: &Order, request_id: &str) -> BasicProperties {
-    let mut headers = FieldTable::default();
-    headers.insert("x-request-id".into(), amqp::text_header(request_id));
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
-    BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2)
-        .with_message_id(order.order_id.to_string().into())
-        .with_timestamp(now)
-        .with_app_id("api-gateway".into())
-        .with_headers(headers)
 }

@@ -76,12 +76,21 @@ fn report(count: usize, started: Instant) {
     println!("{count} {seconds:.3} {:.0}", count as f64 / seconds);
 }
 
-/// A channel on the local broker, for `queue`'s topology.
-async fn broker(
-    queue: &str,
-) -> Result<(BrokerSettings, lapin::Connection, lapin::Channel), String> {
+/// The local broker (`RABBITMQ_*` variables), with `queue` as the order queue.
+fn broker_settings(queue: &str) -> Result<BrokerSettings, String> {
     let mut settings = BrokerSettings::from_env(&Env::from_process()).map_err(|e| e.to_string())?;
     settings.queue = queue.to_owned();
+    Ok(settings)
+}
+
+async fn delete_queue(queue: &str) -> Result<(), String> {
+    testkit::delete_topology(&broker_settings(queue)?)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn publish(queue: &str, count: usize, window: usize) -> Result<(), String> {
+    let settings = broker_settings(queue)?;
     let connection = amqp::connect(&settings, "bench-tool")
         .await
         .map_err(|e| e.to_string())?;
@@ -89,32 +98,6 @@ async fn broker(
         .create_channel()
         .await
         .map_err(|e| e.to_string())?;
-    Ok((settings, connection, channel))
-}
-
-async fn delete_queue(queue: &str) -> Result<(), String> {
-    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-    let (settings, connection, channel) = broker(queue).await?;
-    let topology = settings.topology();
-    for name in [topology.queue.clone(), topology.dead_letter_queue()] {
-        channel
-            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    channel
-        .exchange_delete(
-            topology.dead_letter_exchange().as_str().into(),
-            ExchangeDeleteOptions::default(),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = connection.close(200, "done".into()).await;
-    Ok(())
-}
-
-async fn publish(queue: &str, count: usize, window: usize) -> Result<(), String> {
-    let (settings, connection, channel) = broker(queue).await?;
     settings
         .topology()
         .declare(&channel)
@@ -125,31 +108,25 @@ async fn publish(queue: &str, count: usize, window: usize) -> Result<(), String>
         .await
         .map_err(|e| e.to_string())?;
 
-    // Serialized up front: the measurement is the broker's, not serde's.
-    let messages: Vec<(String, Vec<u8>)> = orders(count)
+    // Built up front: the measurement is the broker's, not serde's.
+    let messages: Vec<(Vec<u8>, BasicProperties)> = orders(count)
         .map(|order| {
-            (
-                order.order_id.to_string(),
-                serde_json::to_vec(&order).unwrap_or_default(),
-            )
+            let body = serde_json::to_vec(&order).unwrap_or_default();
+            (body, amqp::order_properties(&order, "bench"))
         })
         .collect();
     let started = Instant::now();
     let mut in_flight = VecDeque::with_capacity(window);
-    for (message_id, body) in &messages {
+    for (body, properties) in messages {
         if in_flight.len() == window {
             confirmed(in_flight.pop_front()).await?;
         }
-        let properties = BasicProperties::default()
-            .with_content_type("application/json".into())
-            .with_delivery_mode(2)
-            .with_message_id(message_id.as_str().into());
         let confirm = channel
             .basic_publish(
                 "".into(),
                 queue.into(),
                 BasicPublishOptions::default(),
-                body,
+                &body,
                 properties,
             )
             .await

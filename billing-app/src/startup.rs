@@ -1,6 +1,5 @@
 //! Wiring: the HTTP server, the database, the consumer, and their shutdown.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -18,75 +17,56 @@ use crate::routes;
 /// The schema, embedded in the binary and applied at start.
 static MIGRATOR: Migrator = sqlx::migrate!();
 
-/// A bound but not yet running billing-app. Tests bind port 0 and read [`Self::local_addr`].
-pub struct Application {
+/// Serves HTTP on `listener` and consumes `billing_queue` until `shutdown` is cancelled.
+/// Consuming starts once the database schema is in place, and on shutdown the batch in hand
+/// is finished before the process exits. Tests pass a listener bound to port 0.
+pub async fn serve(
     listener: TcpListener,
     settings: Settings,
-}
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let Settings {
+        database,
+        broker,
+        prefetch,
+        shutdown_timeout,
+        ..
+    } = settings;
+    let db = Database::new(&database);
+    let metrics = Metrics::new();
+    let consuming = Arc::new(AtomicBool::new(false));
+    let checks = vec![db.readiness(), Consumer::readiness(consuming.clone())];
+    let router = http::finish(
+        routes::router(db.clone()).merge(health::routes(checks, metrics.clone())),
+        metrics.clone(),
+    );
 
-impl Application {
-    pub async fn bind(settings: Settings) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(settings.listen).await?;
-        Ok(Self { listener, settings })
-    }
-
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// Serves HTTP and consumes `billing_queue` until `shutdown` is cancelled. Consuming
-    /// starts once the database schema is in place, and on shutdown the batch in hand is
-    /// finished before the process exits.
-    pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let Settings {
-            database,
-            broker,
-            prefetch,
-            shutdown_timeout,
-            ..
-        } = self.settings;
-        let db = Database::new(&database);
-        let metrics = Metrics::new();
-        let consuming = Arc::new(AtomicBool::new(false));
-        let checks = vec![db.readiness(), Consumer::readiness(consuming.clone())];
-        let router = http::finish(
-            routes::router(db.clone()).merge(health::routes(checks, metrics.clone())),
-            metrics.clone(),
-        );
-
-        let consumer = Consumer {
-            database: db.clone(),
-            topology: broker.topology(),
-            prefetch,
-            metrics: ConsumerMetrics::register(&metrics),
-            consuming,
-            shutdown: shutdown.clone(),
-        };
-        let consuming = tokio::spawn(async move {
-            if consumer
-                .database
-                .prepare(&MIGRATOR, &consumer.shutdown)
-                .await
-            {
-                consumer.run(&broker).await;
-            }
-        });
-
-        tracing::info!("listening on {}", self.listener.local_addr()?);
-        let served = shutdown::serve(self.listener, router, shutdown, shutdown_timeout).await;
-        if tokio::time::timeout(shutdown_timeout, consuming)
+    let consumer = Consumer {
+        database: db.clone(),
+        topology: broker.topology(),
+        prefetch,
+        metrics: ConsumerMetrics::register(&metrics),
+        consuming,
+        shutdown: shutdown.clone(),
+    };
+    let consuming = tokio::spawn(async move {
+        if consumer
+            .database
+            .prepare(&MIGRATOR, &consumer.shutdown)
             .await
-            .is_err()
         {
-            tracing::warn!("the consumer did not stop within the shutdown timeout");
+            consumer.run(&broker).await;
         }
-        db.close().await;
-        tracing::info!("stopped");
-        served
-    }
-}
+    });
 
-/// Binds and runs: what `main` calls.
-pub async fn run(settings: Settings, shutdown: CancellationToken) -> std::io::Result<()> {
-    Application::bind(settings).await?.run(shutdown).await
+    let served = shutdown::serve(listener, router, shutdown, shutdown_timeout).await;
+    if tokio::time::timeout(shutdown_timeout, consuming)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the consumer did not stop within the shutdown timeout");
+    }
+    db.close().await;
+    tracing::info!("stopped");
+    served
 }

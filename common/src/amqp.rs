@@ -3,15 +3,17 @@
 
 use std::fmt;
 use std::future::Future;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
-use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::{ConfigError, Env};
+use crate::order::Order;
 
 /// Seconds between heartbeats: a silently dead broker or network is noticed within ~2x this.
 const HEARTBEAT_SECONDS: u16 = 10;
@@ -214,9 +216,21 @@ pub async fn connection_lost(connection: &Connection) -> lapin::Error {
     lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed).into()
 }
 
-/// A message header value holding text, e.g. the request id.
-pub fn text_header(value: &str) -> AMQPValue {
-    AMQPValue::LongString(value.into())
+/// The properties of an order message: persistent (`delivery_mode=2`), JSON, identified by
+/// the order id (`message_id`), stamped with the time, and carrying the request id that
+/// accepted it in the `x-request-id` header.
+pub fn order_properties(order: &Order, request_id: &str) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert("x-request-id".into(), string(request_id));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_message_id(order.order_id.to_string().into())
+        .with_timestamp(now)
+        .with_headers(headers)
 }
 
 /// The text of a header, if present and textual.

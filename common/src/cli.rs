@@ -12,19 +12,20 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, Env};
 use crate::shutdown;
 use crate::telemetry::{self, LogSettings};
 
-/// What a service's `main` hands over: how to read its settings, which port it serves, how
-/// to run it.
+/// What a service's `main` hands over: how to read its settings, where it listens, and how
+/// it serves on a bound listener until told to stop.
 pub struct Service<S, F> {
     pub name: &'static str,
     pub settings: fn(&Env) -> Result<S, ConfigError>,
-    pub port: fn(&S) -> u16,
-    pub run: fn(S, CancellationToken) -> F,
+    pub listen: fn(&S) -> SocketAddr,
+    pub serve: fn(TcpListener, S, CancellationToken) -> F,
 }
 
 impl<S, F> Service<S, F>
@@ -64,7 +65,13 @@ where
                 return ExitCode::FAILURE;
             }
         };
-        let outcome = runtime.block_on(async { (self.run)(settings, shutdown::on_signal()).await });
+        let listen = (self.listen)(&settings);
+        let outcome = runtime.block_on(async {
+            let listener = TcpListener::bind(listen).await?;
+            // Tests that start the binary read the port from this line.
+            tracing::info!("listening on {}", listener.local_addr()?);
+            (self.serve)(listener, settings, shutdown::on_signal()).await
+        });
         match outcome {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -76,7 +83,7 @@ where
 
     fn healthcheck(self, env: &Env) -> ExitCode {
         let port = match (self.settings)(env) {
-            Ok(settings) => (self.port)(&settings),
+            Ok(settings) => (self.listen)(&settings).port(),
             Err(err) => {
                 eprintln!("{err}");
                 return ExitCode::FAILURE;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use inventory_app::Settings;
-use inventory_app::startup::Application;
+use inventory_app::startup;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
 use testkit::TestDatabase;
@@ -28,10 +28,12 @@ async fn start(database: common::db::DatabaseSettings) -> RunningApp {
         database,
         shutdown_timeout: Duration::from_secs(5),
     };
-    let app = Application::bind(settings).await.expect("bind a port");
-    let url = format!("http://{}", app.local_addr().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a port");
+    let url = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
-    tokio::spawn(app.run(shutdown.clone()));
+    tokio::spawn(startup::serve(listener, settings, shutdown.clone()));
     RunningApp { url, shutdown }
 }
 

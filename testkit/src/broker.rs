@@ -90,13 +90,17 @@ impl TestQueue {
         let _ = connection.close(200, "done".into()).await;
     }
 
-    /// Publishes `body` as the gateway would (persistent, confirmed), with `message_id`.
+    /// Publishes `body`, persistent and confirmed, with `message_id`: anything at all, for
+    /// testing what billing-app does with messages that are not orders.
     pub async fn publish_raw(&self, body: &[u8], message_id: &str) {
-        self.publish_all([(body.to_vec(), message_id.to_owned())])
-            .await;
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_message_id(message_id.into());
+        self.publish_all([(body.to_vec(), properties)]).await;
     }
 
-    /// Publishes a valid order.
+    /// Publishes a valid order, as the gateway does.
     pub async fn publish_order(&self, order: &Order) {
         self.publish_orders(std::slice::from_ref(order)).await;
     }
@@ -105,23 +109,19 @@ impl TestQueue {
     pub async fn publish_orders(&self, orders: &[Order]) {
         let messages = orders.iter().map(|order| {
             let body = serde_json::to_vec(order).expect("serialize");
-            (body, order.order_id.to_string())
+            (body, amqp::order_properties(order, "test"))
         });
         self.publish_all(messages).await;
     }
 
-    async fn publish_all(&self, messages: impl IntoIterator<Item = (Vec<u8>, String)>) {
+    async fn publish_all(&self, messages: impl IntoIterator<Item = (Vec<u8>, BasicProperties)>) {
         let (connection, channel) = self.channel().await;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .expect("confirm mode");
         let mut confirms = Vec::new();
-        for (body, message_id) in messages {
-            let properties = BasicProperties::default()
-                .with_content_type("application/json".into())
-                .with_delivery_mode(2)
-                .with_message_id(message_id.as_str().into());
+        for (body, properties) in messages {
             let confirm = channel
                 .basic_publish(
                     "".into(),
@@ -196,7 +196,6 @@ impl TestQueue {
 
 impl Drop for TestQueue {
     fn drop(&mut self) {
-        let topology = self.topology();
         let settings = self.settings();
         // Drop runs inside the test's runtime: do the async cleanup on a thread of its own.
         let _ = std::thread::spawn(move || {
@@ -204,23 +203,27 @@ impl Drop for TestQueue {
                 .enable_all()
                 .build()
                 .ok()?;
-            runtime.block_on(async {
-                let connection = amqp::connect(&settings, "test cleanup").await.ok()?;
-                let channel = connection.create_channel().await.ok()?;
-                for queue in [topology.queue.clone(), topology.dead_letter_queue()] {
-                    let _ = channel
-                        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                        .await;
-                }
-                let _ = channel
-                    .exchange_delete(
-                        topology.dead_letter_exchange().as_str().into(),
-                        ExchangeDeleteOptions::default(),
-                    )
-                    .await;
-                connection.close(200, "done".into()).await.ok()
-            })
+            runtime.block_on(delete_topology(&settings)).ok()
         })
         .join();
     }
+}
+
+/// Deletes the order queue named in `settings`, its dead-letter queue and exchange.
+pub async fn delete_topology(settings: &BrokerSettings) -> lapin::Result<()> {
+    let topology = settings.topology();
+    let connection = amqp::connect(settings, "cleanup").await?;
+    let channel = connection.create_channel().await?;
+    for queue in [topology.queue.clone(), topology.dead_letter_queue()] {
+        channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+    }
+    channel
+        .exchange_delete(
+            topology.dead_letter_exchange().as_str().into(),
+            ExchangeDeleteOptions::default(),
+        )
+        .await?;
+    connection.close(200, "done".into()).await
 }

@@ -12,7 +12,7 @@ mod proxy;
 use std::future::Future;
 use std::time::Duration;
 
-pub use broker::{Message, TestQueue};
+pub use broker::{Message, TestQueue, delete_topology};
 pub use database::TestDatabase;
 pub use process::{ServiceProcess, run_to_exit};
 pub use proxy::FaultProxy;

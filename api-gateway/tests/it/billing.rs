@@ -8,12 +8,7 @@ use super::*;
 
 /// A gateway publishing to a fresh queue, with no inventory or billing behind it.
 async fn gateway_for(queue: &TestQueue) -> Running {
-    let gateway = start_gateway(gateway_settings(
-        &dead_url().await,
-        &dead_url().await,
-        queue.settings(),
-    ))
-    .await;
+    let gateway = gateway_alone(queue.settings()).await;
     wait_for_ready(&gateway.url).await;
     gateway
 }
@@ -175,12 +170,7 @@ async fn an_idempotency_key_makes_a_retry_the_same_order() {
 #[tokio::test]
 async fn with_the_broker_unreachable_orders_get_503_and_ready_is_false() {
     let queue = TestQueue::new();
-    let gateway = start_gateway(gateway_settings(
-        &dead_url().await,
-        &dead_url().await,
-        queue.settings_via(1),
-    ))
-    .await;
+    let gateway = gateway_alone(queue.settings_via(1)).await;
     let health = reqwest::get(format!("{}/health", gateway.url))
         .await
         .unwrap();

@@ -41,20 +41,14 @@ fn billing_body(user_id: &str, items: &str, amount: &str) -> Value {
 
 #[tokio::test]
 async fn the_acceptance_scenario_end_to_end() {
-    let (movies_db, orders_db, queue) = (
-        TestDatabase::create().await,
-        TestDatabase::create().await,
-        TestQueue::new(),
-    );
-    let inventory = start_inventory(movies_db.settings()).await;
-    let billing = start_billing(orders_db.settings(), queue.settings()).await;
-    let gateway = start_gateway(gateway_settings(
-        &inventory.url,
-        &billing.url,
-        queue.settings(),
-    ))
-    .await;
-    wait_for_ready(&gateway.url).await;
+    let Stack {
+        inventory: _inventory,
+        billing,
+        gateway,
+        movies_db: _movies_db,
+        orders_db,
+        queue,
+    } = start_stack().await;
     let api = |path: &str| format!("{}{path}", gateway.url);
 
     // 1-2: a movie through the gateway.
@@ -124,12 +118,7 @@ async fn the_acceptance_scenario_end_to_end() {
 #[tokio::test]
 async fn orders_posted_while_billing_is_down_are_all_stored_once_it_is_back() {
     let (orders_db, queue) = (TestDatabase::create().await, TestQueue::new());
-    let gateway = start_gateway(gateway_settings(
-        &dead_url().await,
-        &dead_url().await,
-        queue.settings(),
-    ))
-    .await;
+    let gateway = gateway_alone(queue.settings()).await;
     wait_for_ready(&gateway.url).await;
 
     let posts = (1..=50).map(|user| {
@@ -184,12 +173,7 @@ async fn a_broker_outage_while_posting_gives_503s_and_loses_no_accepted_order() 
     let (orders_db, queue) = (TestDatabase::create().await, TestQueue::new());
     let broker = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], 5672))).await;
     let _billing = start_billing(orders_db.settings(), queue.settings()).await;
-    let gateway = start_gateway(gateway_settings(
-        &dead_url().await,
-        &dead_url().await,
-        queue.settings_via(broker.port()),
-    ))
-    .await;
+    let gateway = gateway_alone(queue.settings_via(broker.port())).await;
     wait_for_ready(&gateway.url).await;
     let url = format!("{}/api/billing", gateway.url);
 
@@ -250,12 +234,7 @@ async fn a_broker_outage_while_posting_gives_503s_and_loses_no_accepted_order() 
 async fn an_order_the_broker_does_not_confirm_in_time_gets_503() {
     let queue = TestQueue::new();
     let broker = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], 5672))).await;
-    let gateway = start_gateway(gateway_settings(
-        &dead_url().await,
-        &dead_url().await,
-        queue.settings_via(broker.port()),
-    ))
-    .await;
+    let gateway = gateway_alone(queue.settings_via(broker.port())).await;
     wait_for_ready(&gateway.url).await;
     let url = format!("{}/api/billing", gateway.url);
 

@@ -15,7 +15,8 @@ use common::amqp::BrokerSettings;
 use common::db::DatabaseSettings;
 use reqwest::Response;
 use serde_json::Value;
-use testkit::eventually;
+use testkit::{TestDatabase, TestQueue, eventually};
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -43,12 +44,19 @@ impl Drop for Running {
     }
 }
 
-fn running(
-    addr: SocketAddr,
-    run: impl FnOnce(CancellationToken) -> JoinHandle<std::io::Result<()>>,
-) -> Running {
+/// Runs a service's `serve` on `listen` (port 0 for any free port) until stopped.
+async fn running<S, F>(
+    listen: SocketAddr,
+    settings: S,
+    serve: fn(TcpListener, S, CancellationToken) -> F,
+) -> Running
+where
+    F: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
+    let listener = TcpListener::bind(listen).await.expect("bind a port");
+    let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    let task = run(shutdown.clone());
+    let task = tokio::spawn(serve(listener, settings, shutdown.clone()));
     Running {
         url: format!("http://{addr}"),
         addr,
@@ -67,11 +75,7 @@ async fn start_inventory(database: DatabaseSettings) -> Running {
         database,
         shutdown_timeout: Duration::from_secs(5),
     };
-    let app = inventory_app::startup::Application::bind(settings)
-        .await
-        .unwrap();
-    let addr = app.local_addr().unwrap();
-    let service = running(addr, |stop| tokio::spawn(app.run(stop)));
+    let service = running(loopback(), settings, inventory_app::startup::serve).await;
     wait_for_ready(&service.url).await;
     service
 }
@@ -87,17 +91,13 @@ async fn start_billing_on(
     broker: BrokerSettings,
 ) -> Running {
     let settings = billing_app::Settings {
-        listen,
+        listen: loopback(),
         database,
         broker,
         prefetch: 100,
         shutdown_timeout: Duration::from_secs(5),
     };
-    let app = billing_app::startup::Application::bind(settings)
-        .await
-        .unwrap();
-    let addr = app.local_addr().unwrap();
-    let service = running(addr, |stop| tokio::spawn(app.run(stop)));
+    let service = running(listen, settings, billing_app::startup::serve).await;
     wait_for_ready(&service.url).await;
     service
 }
@@ -118,11 +118,7 @@ fn gateway_settings(inventory_url: &str, billing_url: &str, broker: BrokerSettin
 /// Starts the gateway without waiting for it to be ready (some tests start it with the
 /// broker unreachable).
 async fn start_gateway(settings: Settings) -> Running {
-    let app = api_gateway::startup::Application::bind(settings)
-        .await
-        .unwrap();
-    let addr = app.local_addr().unwrap();
-    running(addr, |stop| tokio::spawn(app.run(stop)))
+    running(loopback(), settings, api_gateway::startup::serve).await
 }
 
 async fn ready_status(url: &str) -> u16 {
@@ -143,6 +139,47 @@ async fn wait_for_ready_status(url: &str, status: u16) {
         || async { ready_status(url).await == status },
     )
     .await;
+}
+
+/// A gateway publishing to `broker`, with no inventory-app or billing-app behind it.
+async fn gateway_alone(broker: BrokerSettings) -> Running {
+    let nowhere = dead_url().await;
+    start_gateway(gateway_settings(&nowhere, &nowhere, broker)).await
+}
+
+/// The three services, each with its fresh database and the fresh queue, all ready.
+struct Stack {
+    inventory: Running,
+    billing: Running,
+    gateway: Running,
+    movies_db: TestDatabase,
+    orders_db: TestDatabase,
+    queue: TestQueue,
+}
+
+async fn start_stack() -> Stack {
+    let (movies_db, orders_db, queue) = (
+        TestDatabase::create().await,
+        TestDatabase::create().await,
+        TestQueue::new(),
+    );
+    let inventory = start_inventory(movies_db.settings()).await;
+    let billing = start_billing(orders_db.settings(), queue.settings()).await;
+    let gateway = start_gateway(gateway_settings(
+        &inventory.url,
+        &billing.url,
+        queue.settings(),
+    ))
+    .await;
+    wait_for_ready(&gateway.url).await;
+    Stack {
+        inventory,
+        billing,
+        gateway,
+        movies_db,
+        orders_db,
+        queue,
+    }
 }
 
 /// A URL where nothing listens.

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use reqwest::Method;
 use serde_json::Value;
-use testkit::{TestDatabase, TestQueue};
 
 use super::*;
 
@@ -76,20 +75,8 @@ fn is_fallback(status: u16, body: &Value) -> bool {
 
 #[tokio::test]
 async fn the_document_and_the_router_match_both_ways() {
-    let (movies_db, orders_db, queue) = (
-        TestDatabase::create().await,
-        TestDatabase::create().await,
-        TestQueue::new(),
-    );
-    let inventory = start_inventory(movies_db.settings()).await;
-    let billing = start_billing(orders_db.settings(), queue.settings()).await;
-    let gateway = start_gateway(gateway_settings(
-        &inventory.url,
-        &billing.url,
-        queue.settings(),
-    ))
-    .await;
-    wait_for_ready(&gateway.url).await;
+    let stack = start_stack().await;
+    let gateway = &stack.gateway;
 
     let response = reqwest::get(format!("{}/api/openapi.json", gateway.url))
         .await

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use billing_app::Settings;
-use billing_app::startup::Application;
+use billing_app::startup;
 use serde_json::Value;
 use testkit::{TestDatabase, TestQueue};
 use tokio_util::sync::CancellationToken;
@@ -47,10 +47,10 @@ async fn app_with(orders: &[Order]) -> App {
         prefetch: 50,
         shutdown_timeout: Duration::from_secs(5),
     };
-    let app = Application::bind(settings).await.unwrap();
-    let url = format!("http://{}", app.local_addr().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
-    tokio::spawn(app.run(shutdown.clone()));
+    tokio::spawn(startup::serve(listener, settings, shutdown.clone()));
     wait_for_stored(&db, orders.len() as i64).await;
     App {
         url,
