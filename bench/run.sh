@@ -29,6 +29,7 @@ CONCURRENCIES=(16 64)
 PUBLISH_WINDOWS=(16 64 256)
 DRAIN_WINDOW=256
 INSERT_BATCH=1000
+BILLING_PREFETCH=1000 # billing-app's default
 SERVER_CPU=0
 LOAD_CPU=1
 INVENTORY_PORT=18080 BILLING_PORT=18081 GATEWAY_PORT=13000 NGINX_PORT=18090
@@ -196,6 +197,11 @@ for repeat in $(seq 1 "$REPEATS"); do
   echo -e "drain\t$DRAIN_ORDERS\t$rate" >>"$RESULTS"
   RSS_LOADED_BILLING=$(rss_kib "$BILLING_PID")
   kill -TERM "$BILLING_PID" && wait "$BILLING_PID" || true
+
+  log "raw consumption of $DRAIN_ORDERS queued orders, storing nothing ($repeat/$REPEATS)"
+  "$BIN/bench-tool" publish "$QUEUE" "$DRAIN_ORDERS" "$DRAIN_WINDOW" >/dev/null
+  read -r _ _ rate < <(taskset -c "$SERVER_CPU" "$BIN/bench-tool" consume "$QUEUE" "$DRAIN_ORDERS" "$BILLING_PREFETCH")
+  echo -e "consume_raw\t$DRAIN_ORDERS\t$rate" >>"$RESULTS"
 
   log "raw batched inserts of $DRAIN_ORDERS orders, $INSERT_BATCH per statement ($repeat/$REPEATS)"
   sql -d "$ORDERS_DB" -c "TRUNCATE orders"

@@ -14,6 +14,8 @@ pub enum ApiError {
     InvalidOrder(#[from] InvalidOrder),
     #[error("Idempotency-Key must be a UUID, got {0:?}")]
     InvalidIdempotencyKey(String),
+    #[error("malformed path")]
+    MalformedPath,
     #[error(transparent)]
     NotPublished(#[from] PublishError),
     #[error(transparent)]
@@ -26,7 +28,7 @@ impl IntoResponse for ApiError {
             Self::InvalidOrder(err) => {
                 JsonError::new(StatusCode::UNPROCESSABLE_ENTITY, err.to_string())
             }
-            Self::InvalidIdempotencyKey(_) => {
+            Self::InvalidIdempotencyKey(_) | Self::MalformedPath => {
                 JsonError::new(StatusCode::BAD_REQUEST, self.to_string())
             }
             Self::NotPublished(err) => {

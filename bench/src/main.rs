@@ -6,6 +6,8 @@
 //!   (also how the drain benchmark fills the queue).
 //! - `bench-tool insert DATABASE COUNT BATCH`: inserts COUNT orders into DATABASE's `orders`
 //!   table, BATCH rows per statement: the database's ceiling for storing orders.
+//! - `bench-tool consume QUEUE COUNT PREFETCH`: takes COUNT messages off QUEUE, acknowledging
+//!   them in batches as billing-app does, but storing nothing: the broker's delivery ceiling.
 //! - `bench-tool wait-stored DATABASE COUNT`: waits until DATABASE's `orders` table holds COUNT
 //!   rows, polling every 10 ms: how long billing-app takes to drain a backlog.
 //! - `bench-tool delete-queue QUEUE`: removes QUEUE with its dead-letter queue and exchange.
@@ -42,6 +44,9 @@ async fn main() -> ExitCode {
     ) {
         (Some("publish"), Some(queue), Some(count), Some(window)) => {
             publish(queue, count, window.max(1)).await
+        }
+        (Some("consume"), Some(queue), Some(count), Some(prefetch)) => {
+            consume(queue, count, prefetch.clamp(1, usize::from(u16::MAX))).await
         }
         (Some("insert"), Some(database), Some(count), Some(batch)) => {
             insert(database, count, batch.max(1)).await
@@ -135,6 +140,60 @@ async fn publish(queue: &str, count: usize, window: usize) -> Result<(), String>
     }
     while let Some(confirm) = in_flight.pop_front() {
         confirmed(Some(confirm)).await?;
+    }
+    report(count, started);
+    let _ = connection.close(200, "done".into()).await;
+    Ok(())
+}
+
+async fn consume(queue: &str, count: usize, prefetch: usize) -> Result<(), String> {
+    use futures_util::{FutureExt, StreamExt};
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+    let settings = broker_settings(queue)?;
+    let connection = amqp::connect(&settings, "bench-tool")
+        .await
+        .map_err(|e| e.to_string())?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(|e| e.to_string())?;
+    channel
+        .basic_qos(prefetch as u16, BasicQosOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let mut deliveries = channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    // Like billing-app: take what has arrived (up to half the window), ack it in one go.
+    let mut taken = 0;
+    while taken < count {
+        let mut last = match deliveries.next().await {
+            Some(Ok(delivery)) => delivery,
+            _ => return Err("the consumer stopped".to_owned()),
+        };
+        taken += 1;
+        let mut batch = 1;
+        while batch < prefetch / 2 && taken < count {
+            match deliveries.next().now_or_never() {
+                Some(Some(Ok(delivery))) => {
+                    last = delivery;
+                    taken += 1;
+                    batch += 1;
+                }
+                _ => break,
+            }
+        }
+        last.acker
+            .ack(BasicAckOptions { multiple: true })
+            .await
+            .map_err(|e| e.to_string())?;
     }
     report(count, started);
     let _ = connection.close(200, "done".into()).await;

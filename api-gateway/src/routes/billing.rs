@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::HeaderMap;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::uri::PathAndQuery;
 use axum::response::Response;
 use common::http::{Json, REQUEST_ID};
@@ -29,15 +29,11 @@ pub struct Accepted {
 /// Answers 200 only after the broker confirmed the order; 503 when it cannot take it.
 pub async fn create_order(
     State(state): State<SharedState>,
-    headers: HeaderMap,
+    headers: OrderHeaders,
     Json(body): Json<Value>,
 ) -> Result<Json<Accepted>, ApiError> {
-    let order = Order::from_request(order_id(&headers)?, &body)?;
-    let request_id = headers
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    state.publisher.publish(&order, request_id).await?;
+    let order = Order::from_request(headers.order_id, &body)?;
+    state.publisher.publish(&order, &headers.request_id).await?;
     tracing::info!(order_id = %order.order_id, user_id = order.user_id, "order accepted");
     Ok(Json(Accepted {
         message: "Order received and queued for billing",
@@ -45,14 +41,36 @@ pub async fn create_order(
     }))
 }
 
-/// The client's `Idempotency-Key`, or a new time-ordered id.
-fn order_id(headers: &HeaderMap) -> Result<Uuid, ApiError> {
-    match headers.get(IDEMPOTENCY_KEY) {
-        None => Ok(Uuid::now_v7()),
-        Some(key) => {
-            let key = String::from_utf8_lossy(key.as_bytes());
-            Uuid::parse_str(&key).map_err(|_| ApiError::InvalidIdempotencyKey(key.into_owned()))
-        }
+/// What an order takes from the request headers (read in place, the header map is not copied).
+pub struct OrderHeaders {
+    /// The client's `Idempotency-Key`, or a new time-ordered id.
+    order_id: Uuid,
+    /// Passed on in the message, so the order can be traced from request to row.
+    request_id: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for OrderHeaders {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let order_id = match parts.headers.get(IDEMPOTENCY_KEY) {
+            None => Uuid::now_v7(),
+            Some(key) => {
+                let key = String::from_utf8_lossy(key.as_bytes());
+                Uuid::parse_str(&key)
+                    .map_err(|_| ApiError::InvalidIdempotencyKey(key.into_owned()))?
+            }
+        };
+        let request_id = parts
+            .headers
+            .get(REQUEST_ID)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Self {
+            order_id,
+            request_id,
+        })
     }
 }
 
@@ -68,8 +86,7 @@ pub async fn forward_orders(
         Some(query) => format!("/api{rest}?{query}"),
         None => format!("/api{rest}"),
     };
-    // The path came from a parsed URI, so it is a valid path again.
-    let target =
-        PathAndQuery::try_from(target).unwrap_or_else(|_| PathAndQuery::from_static("/api/orders"));
+    // Made of the parts of a parsed URI, so it parses again; a failure would be a bug here.
+    let target = PathAndQuery::try_from(target).map_err(|_| ApiError::MalformedPath)?;
     Ok(state.billing.forward(request, client, target).await?)
 }
