@@ -23,7 +23,8 @@ export PYTHONDONTWRITEBYTECODE=1
 readonly OLDEST_K8S=1.30.0
 readonly NEWEST_K8S=1.37.0
 readonly REQUIREMENTS=Scripts/k8s/requirements.txt
-VENV=${K8S_CHECK_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/movie-billing/k8s-check-venv}
+# Beside the lint tools of the other checks, under target/ (git-ignored; cargo clean resets it).
+VENV=${K8S_CHECK_VENV:-$PWD/target/k8s-check-venv}
 
 step() { printf '\n==> %s\n' "$*"; }
 die() {

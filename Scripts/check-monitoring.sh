@@ -8,8 +8,8 @@
 #   Scripts/check-monitoring.sh --write   regenerate Manifests/monitoring/prometheusrule.yaml
 #                                         from monitoring/prometheus/alerts.yml, then check
 #
-# Installs what is missing (as root on Debian): promtool (Debian's `prometheus` package) and
-# PyYAML (pip). kubectl is not installed here: Debian bookworm's is 1.20, whose kustomize is
+# Installs what is missing: promtool (Debian's `prometheus` package, as root on Debian) and
+# PyYAML (into the virtual environment under target/). kubectl is not installed here: Debian bookworm's is 1.20, whose kustomize is
 # too old for these manifests; without a usable kubectl the Kubernetes step FAILS (it is never
 # skipped silently). A second run installs nothing and takes a few seconds.
 set -euo pipefail
@@ -31,11 +31,10 @@ apt_install() {
 command -v python3 >/dev/null || apt_install python3 python3
 command -v promtool >/dev/null || apt_install promtool prometheus
 
-if ! python3 -c 'import yaml' 2>/dev/null; then
-  log "installing PyYAML (pip)"
-  python3 -m pip install --quiet --disable-pip-version-check PyYAML ||
-    apt_install PyYAML python3-yaml # a Debian python3 refuses pip (externally managed)
-fi
+# PyYAML in the project's tool environment (target/tools-venv), like the other checks' tools.
+# shellcheck source=Scripts/lib/python-tools.sh
+source Scripts/lib/python-tools.sh
+python_tools PyYAML==6.0.3
 
 # kubectl >= 1.21 embeds kustomize v4+, which understands `labels` and per-generator options.
 kubectl=""
@@ -52,4 +51,4 @@ fi
 log "promtool: $(promtool --version 2>&1 | head -n1)"
 log "kubectl: ${kubectl:-NOT AVAILABLE (the Kubernetes checks will fail)}"
 
-exec python3 monitoring/check_monitoring.py --promtool "$(command -v promtool)" --kubectl "$kubectl" "$@"
+exec "$TOOLS_VENV/bin/python" monitoring/check_monitoring.py --promtool "$(command -v promtool)" --kubectl "$kubectl" "$@"
