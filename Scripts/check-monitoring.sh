@@ -8,10 +8,9 @@
 #   Scripts/check-monitoring.sh --write   regenerate Manifests/monitoring/prometheusrule.yaml
 #                                         from monitoring/prometheus/alerts.yml, then check
 #
-# Installs what is missing: promtool (Debian's `prometheus` package, as root on Debian) and
-# PyYAML (into the virtual environment under target/). kubectl is not installed here: Debian bookworm's is 1.20, whose kustomize is
-# too old for these manifests; without a usable kubectl the Kubernetes step FAILS (it is never
-# skipped silently). A second run installs nothing and takes a few seconds.
+# Installs what is missing: promtool (Debian's `prometheus` package) and kubectl (Debian's
+# `kubernetes-client`) as root on Debian, PyYAML into the virtual environment under target/.
+# A second run installs nothing and takes a few seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,19 +35,11 @@ command -v promtool >/dev/null || apt_install promtool prometheus
 source Scripts/lib/python-tools.sh
 python_tools PyYAML==6.0.3
 
-# kubectl >= 1.21 embeds kustomize v4+, which understands `labels` and per-generator options.
-kubectl=""
-if command -v kubectl >/dev/null; then
-  minor=$(kubectl version --client -o json 2>/dev/null |
-    python3 -c 'import json,sys,re; print(re.sub(r"\D.*", "", json.load(sys.stdin)["clientVersion"]["minor"]))' 2>/dev/null || echo 0)
-  if [ "${minor:-0}" -ge 21 ]; then
-    kubectl=$(command -v kubectl)
-  else
-    log "warning: kubectl 1.${minor:-?} is too old to render Manifests/monitoring (needs >= 1.21)" >&2
-  fi
-fi
+# Any kubectl renders Manifests/monitoring (its kustomization sticks to what Debian's 1.20 knows).
+command -v kubectl >/dev/null || apt_install kubectl kubernetes-client
+kubectl=$(command -v kubectl)
 
 log "promtool: $(promtool --version 2>&1 | head -n1)"
-log "kubectl: ${kubectl:-NOT AVAILABLE (the Kubernetes checks will fail)}"
+log "kubectl: $kubectl"
 
 exec "$TOOLS_VENV/bin/python" monitoring/check_monitoring.py --promtool "$(command -v promtool)" --kubectl "$kubectl" "$@"

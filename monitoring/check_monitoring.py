@@ -457,8 +457,8 @@ def check_kubernetes(r: Report, kubectl: str | None) -> None:
 
     if not kubectl:
         r.check(False, "render with kubectl kustomize",
-                "kubectl (>= 1.21, for kustomize v4+) is not installed: the Kubernetes manifests "
-                "were NOT rendered or checked. Install kubectl and run again.")
+                "kubectl is not installed: the Kubernetes manifests were NOT rendered or checked. "
+                "Install kubectl and run again.")
         return
     res = run([kubectl, "kustomize", str(K8S_DIR)])
     if not r.check(res.returncode == 0, f"{kubectl} kustomize Manifests/monitoring renders",
