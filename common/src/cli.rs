@@ -67,7 +67,9 @@ where
         };
         let listen = (self.listen)(&settings);
         let outcome = runtime.block_on(async {
-            let listener = TcpListener::bind(listen).await?;
+            let listener = TcpListener::bind(listen).await.map_err(|err| {
+                std::io::Error::new(err.kind(), format!("cannot listen on {listen}: {err}"))
+            })?;
             // Tests that start the binary read the port from this line.
             tracing::info!("listening on {}", listener.local_addr()?);
             (self.serve)(listener, settings, shutdown::on_signal()).await
