@@ -168,9 +168,11 @@ say "published ports"
 # "service host:port->port/tcp" for every port published on the host (IPv6 twins dropped).
 published=$(docker ps --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
   --format '{{.Label "com.docker.compose.service"}}|{{.Ports}}' |
-  while IFS='|' read -r service ports; do
-    tr ',' '\n' <<<"$ports" | grep -- '->' | grep -v '\[::\]\|:::' | sed "s/^ */$service /"
-  done | sort)
+  awk -F'|' '{
+    n = split($2, ports, ", ")
+    for (i = 1; i <= n; i++)
+      if (ports[i] ~ /->/ && ports[i] !~ /^(\[::\]|:::)/) print $1, ports[i]
+  }' | sort)
 echo "$published"
 expected_published=$(printf 'api-gateway 0.0.0.0:%s->3000/tcp\nrabbitmq 127.0.0.1:%s->15672/tcp' \
   "${API_GATEWAY_PUBLISHED_PORT:-3000}" "${RABBITMQ_UI_PORT:-15672}")
