@@ -88,13 +88,10 @@ fn broker_settings(queue: &str) -> Result<BrokerSettings, String> {
     Ok(settings)
 }
 
-async fn delete_queue(queue: &str) -> Result<(), String> {
-    testkit::delete_topology(&broker_settings(queue)?)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-async fn publish(queue: &str, count: usize, window: usize) -> Result<(), String> {
+/// A connection and channel to the local broker, for `queue`.
+async fn open_channel(
+    queue: &str,
+) -> Result<(BrokerSettings, lapin::Connection, lapin::Channel), String> {
     let settings = broker_settings(queue)?;
     let connection = amqp::connect(&settings, "bench-tool")
         .await
@@ -103,6 +100,17 @@ async fn publish(queue: &str, count: usize, window: usize) -> Result<(), String>
         .create_channel()
         .await
         .map_err(|e| e.to_string())?;
+    Ok((settings, connection, channel))
+}
+
+async fn delete_queue(queue: &str) -> Result<(), String> {
+    testkit::delete_topology(&broker_settings(queue)?)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn publish(queue: &str, count: usize, window: usize) -> Result<(), String> {
+    let (settings, connection, channel) = open_channel(queue).await?;
     settings
         .topology()
         .declare(&channel)
@@ -149,14 +157,7 @@ async fn publish(queue: &str, count: usize, window: usize) -> Result<(), String>
 async fn consume(queue: &str, count: usize, prefetch: usize) -> Result<(), String> {
     use futures_util::{FutureExt, StreamExt};
     use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-    let settings = broker_settings(queue)?;
-    let connection = amqp::connect(&settings, "bench-tool")
-        .await
-        .map_err(|e| e.to_string())?;
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|e| e.to_string())?;
+    let (_, connection, channel) = open_channel(queue).await?;
     channel
         .basic_qos(prefetch as u16, BasicQosOptions::default())
         .await
