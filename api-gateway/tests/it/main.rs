@@ -182,6 +182,18 @@ async fn start_stack() -> Stack {
     }
 }
 
+/// A broker that is never reachable, for tests of the proxy alone: the gateway declares no
+/// queue and keeps retrying in the background.
+fn no_broker() -> BrokerSettings {
+    BrokerSettings {
+        host: "127.0.0.1".into(),
+        port: 1,
+        user: "guest".into(),
+        password: "guest".into(),
+        queue: "unused".into(),
+    }
+}
+
 /// A URL where nothing listens.
 async fn dead_url() -> String {
     let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();

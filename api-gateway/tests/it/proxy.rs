@@ -18,7 +18,7 @@ async fn with_inventory() -> (Running, Running, TestDatabase) {
     let gateway = start_gateway(gateway_settings(
         &inventory.url,
         &dead_url().await,
-        testkit::TestQueue::new().settings(),
+        no_broker(),
     ))
     .await;
     (gateway, inventory, db)
@@ -80,12 +80,7 @@ async fn method_path_query_and_headers_are_forwarded_without_hop_by_hop_headers(
         Keep-Alive: timeout=5\r\n\
         X-Upstream-Custom: kept\r\n\r\n{}";
     let (upstream, mut heads) = raw_upstream(upstream_answer, Duration::ZERO).await;
-    let gateway = start_gateway(gateway_settings(
-        &upstream,
-        &dead_url().await,
-        testkit::TestQueue::new().settings(),
-    ))
-    .await;
+    let gateway = start_gateway(gateway_settings(&upstream, &dead_url().await, no_broker())).await;
 
     let response = raw_request(
         &gateway.url,
@@ -129,12 +124,7 @@ async fn redirects_are_passed_back_not_followed() {
         Duration::ZERO,
     )
     .await;
-    let gateway = start_gateway(gateway_settings(
-        &upstream,
-        &dead_url().await,
-        testkit::TestQueue::new().settings(),
-    ))
-    .await;
+    let gateway = start_gateway(gateway_settings(&upstream, &dead_url().await, no_broker())).await;
     let response = raw_request(
         &gateway.url,
         "GET /api/movies HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -249,12 +239,7 @@ async fn large_bodies_stream_both_ways() {
 #[tokio::test]
 async fn inventory_down_is_503_and_slow_is_504_without_leaking_addresses() {
     let down = dead_url().await;
-    let gateway = start_gateway(gateway_settings(
-        &down,
-        &down,
-        testkit::TestQueue::new().settings(),
-    ))
-    .await;
+    let gateway = start_gateway(gateway_settings(&down, &down, no_broker())).await;
     let (status, error) = json_of(
         reqwest::get(format!("{}/api/movies", gateway.url))
             .await
@@ -282,7 +267,7 @@ async fn inventory_down_is_503_and_slow_is_504_without_leaking_addresses() {
         Duration::from_secs(10),
     )
     .await;
-    let mut settings = gateway_settings(&slow, &down, testkit::TestQueue::new().settings());
+    let mut settings = gateway_settings(&slow, &down, no_broker());
     settings.upstream_timeout = Duration::from_millis(300);
     let gateway = start_gateway(settings).await;
     let (status, error) = json_of(
