@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use axum::http::Uri;
 use common::amqp::BrokerSettings;
-use common::config::{self, ConfigError, Env};
+use common::config::{ConfigError, Env};
+use common::server::ServerSettings;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -23,8 +24,8 @@ pub struct Settings {
     /// `PUBLISH_CONFIRM_TIMEOUT_SECONDS`: how long an order waits for the broker's confirm
     /// before the client gets 503.
     pub confirm_timeout: Duration,
-    /// `SHUTDOWN_TIMEOUT_SECONDS`.
-    pub shutdown_timeout: Duration,
+    /// `HTTP_*` and `SHUTDOWN_TIMEOUT_SECONDS`: what the server allows each client.
+    pub server: ServerSettings,
 }
 
 impl Settings {
@@ -39,7 +40,7 @@ impl Settings {
                 .seconds_or("UPSTREAM_TIMEOUT_SECONDS", Duration::from_secs(10))?,
             confirm_timeout: env
                 .seconds_or("PUBLISH_CONFIRM_TIMEOUT_SECONDS", Duration::from_secs(5))?,
-            shutdown_timeout: config::shutdown_timeout(env)?,
+            server: ServerSettings::from_env(env)?,
         })
     }
 }

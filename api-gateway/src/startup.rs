@@ -1,7 +1,7 @@
 //! Wiring: the broker connection, the upstream services, the router, the server's lifetime.
 
 use common::metrics::Metrics;
-use common::{health, http, shutdown};
+use common::{health, server};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -47,12 +47,13 @@ pub async fn serve(
         ),
         publisher: publisher.clone(),
     };
-    let router = http::finish(
+    let app = server::app(
         routes::router(state).merge(health::routes(vec![publisher.readiness()], metrics.clone())),
         metrics,
+        &settings.server,
     );
 
-    let served = shutdown::serve(listener, router, shutdown, settings.shutdown_timeout).await;
+    let served = server::serve(listener, app, &settings.server, shutdown).await;
     broker_shutdown.cancel();
     let _ = connection.await;
     tracing::info!("stopped");

@@ -1,11 +1,10 @@
 //! billing-app's settings, all from environment variables (see `.env.example`).
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
-
 use common::amqp::BrokerSettings;
-use common::config::{self, ConfigError, Env};
+use common::config::{ConfigError, Env};
 use common::db::DatabaseSettings;
+use common::server::ServerSettings;
+use std::net::{Ipv4Addr, SocketAddr};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -18,8 +17,9 @@ pub struct Settings {
     /// `BILLING_PREFETCH`: deliveries the broker may push before any is acknowledged. Batches
     /// take at most half of it, so the broker keeps sending while a batch is being stored.
     pub prefetch: u16,
-    /// `SHUTDOWN_TIMEOUT_SECONDS`.
-    pub shutdown_timeout: Duration,
+    /// `HTTP_*` and `SHUTDOWN_TIMEOUT_SECONDS`: what the server allows each client; the
+    /// shutdown timeout also bounds settling the batch in hand.
+    pub server: ServerSettings,
 }
 
 impl Settings {
@@ -30,7 +30,7 @@ impl Settings {
             database: DatabaseSettings::from_env(env, "BILLING", "orders")?,
             broker: BrokerSettings::from_env(env)?,
             prefetch: env.at_least("BILLING_PREFETCH", 1000, 1)?,
-            shutdown_timeout: config::shutdown_timeout(env)?,
+            server: ServerSettings::from_env(env)?,
         })
     }
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 
 use common::db::Database;
 use common::metrics::Metrics;
-use common::{health, http, shutdown};
+use common::{health, server};
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -29,16 +29,17 @@ pub async fn serve(
         database,
         broker,
         prefetch,
-        shutdown_timeout,
+        server: server_settings,
         ..
     } = settings;
     let db = Database::new(&database);
     let metrics = Metrics::new();
     let consuming = Arc::new(AtomicBool::new(false));
     let checks = vec![db.readiness(), Consumer::readiness(consuming.clone())];
-    let router = http::finish(
+    let app = server::app(
         routes::router(db.clone()).merge(health::routes(checks, metrics.clone())),
         metrics.clone(),
+        &server_settings,
     );
 
     let consumer = Consumer {
@@ -59,8 +60,8 @@ pub async fn serve(
         }
     });
 
-    let served = shutdown::serve(listener, router, shutdown, shutdown_timeout).await;
-    if tokio::time::timeout(shutdown_timeout, consuming)
+    let served = server::serve(listener, app, &server_settings, shutdown).await;
+    if tokio::time::timeout(server_settings.shutdown_timeout, consuming)
         .await
         .is_err()
     {

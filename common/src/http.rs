@@ -1,6 +1,6 @@
 //! HTTP plumbing every service shares: the JSON error body, a JSON extractor whose rejections
-//! are JSON errors too, the 404/405 fallbacks, and the outer layers (request ids, request logs,
-//! metrics).
+//! are JSON errors too, the 404/405 fallbacks, and the layers that observe every request
+//! (request ids, request logs, metrics).
 
 use std::time::Instant;
 
@@ -68,9 +68,7 @@ impl From<JsonRejection> for JsonError {
             JsonRejection::MissingJsonContentType(_) => {
                 "expected a request body with Content-Type: application/json".to_owned()
             }
-            _ if status == StatusCode::PAYLOAD_TOO_LARGE => {
-                format!("request body is larger than {MAX_BODY_BYTES} bytes")
-            }
+            _ if status == StatusCode::PAYLOAD_TOO_LARGE => return body_too_large(),
             _ => rejection.body_text(),
         };
         Self::new(status, message)
@@ -99,6 +97,14 @@ impl<T: Serialize> IntoResponse for Json<T> {
 #[from_request(via(axum::extract::Query), rejection(JsonError))]
 pub struct Query<T>(pub T);
 
+/// The answer to a request body over [`MAX_BODY_BYTES`].
+pub fn body_too_large() -> JsonError {
+    JsonError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+    )
+}
+
 /// Fallback for paths no route serves.
 pub async fn not_found() -> JsonError {
     JsonError::new(StatusCode::NOT_FOUND, "no such route")
@@ -112,25 +118,21 @@ pub async fn method_not_allowed() -> JsonError {
     )
 }
 
-/// Completes a service's router: JSON 404/405 fallbacks, a request body limit, and around
-/// every route the request id, a span naming it for every log line, a completion log line,
-/// and the request metrics.
-pub fn finish(router: Router, metrics: Metrics) -> Router {
+/// Wraps every route of `router` in the request id (kept from the client or created), a span
+/// naming it for every log line, a completion log line, and the request metrics.
+pub(crate) fn observe(router: Router, metrics: Metrics) -> Router {
     router
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn_with_state(metrics, observe))
+        .layer(middleware::from_fn_with_state(metrics, observe_request))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 
 /// Probes and scrapes are logged at debug level so they do not drown the request log.
-fn is_probe(route: &str) -> bool {
+pub(crate) fn is_probe(route: &str) -> bool {
     matches!(route, "/health" | "/ready" | "/metrics")
 }
 
-async fn observe(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+async fn observe_request(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
     // The route template, not the raw path, keeps metric labels bounded.
     let matched = request.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
@@ -153,7 +155,7 @@ async fn observe(State(metrics): State<Metrics>, request: Request, next: Next) -
         let response = next.run(request).await;
         let elapsed = started.elapsed();
         let status = response.status();
-        metrics.observe_request(method.as_str(), route, status, elapsed);
+        metrics.observe_request(&method, route, status, elapsed);
         let latency_ms = elapsed.as_secs_f64() * 1000.0;
         if is_probe(route) {
             tracing::debug!(status = status.as_u16(), latency_ms, "request completed");

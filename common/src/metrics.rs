@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
@@ -78,14 +78,17 @@ impl Metrics {
         collector
     }
 
-    /// Records one answered request.
+    /// Records one answered request. `route` is a route template or "unmatched", never a raw
+    /// path, and a method outside the standard ones counts as "other": no client can create
+    /// series.
     pub(crate) fn observe_request(
         &self,
-        method: &str,
+        method: &Method,
         route: &str,
         status: StatusCode,
         elapsed: Duration,
     ) {
+        let method = method_label(method);
         self.http
             .requests
             .with_label_values(&[method, route, status.as_str()])
@@ -110,6 +113,25 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8(buffer).unwrap_or_default()
     }
+}
+
+/// The methods of RFC 9110 (and PATCH) by name; any other token is "other".
+fn method_label(method: &Method) -> &'static str {
+    static KNOWN: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::HEAD, "HEAD"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::DELETE, "DELETE"),
+        (Method::PATCH, "PATCH"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::TRACE, "TRACE"),
+        (Method::CONNECT, "CONNECT"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(known, _)| known == method)
+        .map_or("other", |(_, label)| label)
 }
 
 impl Default for Metrics {

@@ -1,10 +1,9 @@
 //! inventory-app's settings, all from environment variables (see `.env.example`).
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
-
-use common::config::{self, ConfigError, Env};
+use common::config::{ConfigError, Env};
 use common::db::DatabaseSettings;
+use common::server::ServerSettings;
+use std::net::{Ipv4Addr, SocketAddr};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -12,8 +11,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// `INVENTORY_DB_*`, database `movies` by default.
     pub database: DatabaseSettings,
-    /// `SHUTDOWN_TIMEOUT_SECONDS`: the bound on finishing in-flight requests after SIGTERM.
-    pub shutdown_timeout: Duration,
+    /// `HTTP_*` and `SHUTDOWN_TIMEOUT_SECONDS`: what the server allows each client.
+    pub server: ServerSettings,
 }
 
 impl Settings {
@@ -22,7 +21,7 @@ impl Settings {
         Ok(Self {
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)),
             database: DatabaseSettings::from_env(env, "INVENTORY", "movies")?,
-            shutdown_timeout: config::shutdown_timeout(env)?,
+            server: ServerSettings::from_env(env)?,
         })
     }
 }

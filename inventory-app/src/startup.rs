@@ -2,7 +2,7 @@
 
 use common::db::Database;
 use common::metrics::Metrics;
-use common::{health, http, shutdown};
+use common::{health, server};
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -23,16 +23,17 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let db = Database::new(&settings.database);
     let metrics = Metrics::new();
-    let router = http::finish(
+    let app = server::app(
         routes::router(db.clone()).merge(health::routes(vec![db.readiness()], metrics.clone())),
         metrics,
+        &settings.server,
     );
 
     let preparing = tokio::spawn({
         let (db, shutdown) = (db.clone(), shutdown.clone());
         async move { db.prepare(&MIGRATOR, &shutdown).await }
     });
-    let served = shutdown::serve(listener, router, shutdown, settings.shutdown_timeout).await;
+    let served = server::serve(listener, app, &settings.server, shutdown).await;
     preparing.abort();
     db.close().await;
     tracing::info!("stopped");

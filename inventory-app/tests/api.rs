@@ -26,7 +26,10 @@ async fn start(database: common::db::DatabaseSettings) -> RunningApp {
     let settings = Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
         database,
-        shutdown_timeout: Duration::from_secs(5),
+        server: common::server::ServerSettings {
+            shutdown_timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -6,8 +6,10 @@
 
 mod broker;
 mod database;
+pub mod hostile;
 mod process;
 mod proxy;
+mod service;
 
 use std::future::Future;
 use std::time::Duration;
@@ -16,6 +18,7 @@ pub use broker::{Message, TestQueue, delete_topology};
 pub use database::TestDatabase;
 pub use process::{ServiceProcess, run_to_exit};
 pub use proxy::FaultProxy;
+pub use service::{InProcess, metric, metrics_text, ready_status, wait_for_ready};
 
 /// Polls `condition` every 50 ms until it holds; panics with `what` after `limit`.
 pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)

@@ -73,7 +73,10 @@ async fn start_inventory(database: DatabaseSettings) -> Running {
     let settings = inventory_app::Settings {
         listen: loopback(),
         database,
-        shutdown_timeout: Duration::from_secs(5),
+        server: common::server::ServerSettings {
+            shutdown_timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
     };
     let service = running(loopback(), settings, inventory_app::startup::serve).await;
     wait_for_ready(&service.url).await;
@@ -95,7 +98,10 @@ async fn start_billing_on(
         database,
         broker,
         prefetch: 100,
-        shutdown_timeout: Duration::from_secs(5),
+        server: common::server::ServerSettings {
+            shutdown_timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
     };
     let service = running(listen, settings, billing_app::startup::serve).await;
     wait_for_ready(&service.url).await;
@@ -111,7 +117,10 @@ fn gateway_settings(inventory_url: &str, billing_url: &str, broker: BrokerSettin
         broker,
         upstream_timeout: Duration::from_secs(2),
         confirm_timeout: Duration::from_secs(1),
-        shutdown_timeout: Duration::from_secs(5),
+        server: common::server::ServerSettings {
+            shutdown_timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
     }
 }
 

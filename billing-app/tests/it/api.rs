@@ -45,7 +45,10 @@ async fn app_with(orders: &[Order]) -> App {
         database: db.settings(),
         broker: queue.settings(),
         prefetch: 50,
-        shutdown_timeout: Duration::from_secs(5),
+        server: common::server::ServerSettings {
+            shutdown_timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

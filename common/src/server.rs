@@ -1,0 +1,325 @@
+//! The HTTP server every service runs, and the bounds on what one client can make it hold.
+//!
+//! - **Time to send headers** and **idle keep-alive**: a connection that has not delivered a
+//!   request's headers within `HTTP_HEADER_TIMEOUT_SECONDS` is closed. hyper's header timer
+//!   runs whenever a connection waits for a request, so the same bound closes idle keep-alive
+//!   connections and slow-loris clients.
+//! - **Connections**: at most `HTTP_MAX_CONNECTIONS` at once; one more is answered 503 and
+//!   closed at once instead of waiting in the kernel's backlog.
+//! - **Requests in flight**: at most `HTTP_MAX_REQUESTS_IN_FLIGHT` are handled at once; one more
+//!   is answered 503 at once (load shedding, not queueing). Probes are exempt, so an overloaded
+//!   service is not restarted or removed for being busy.
+//! - **Time per request**: a request that has not been answered within
+//!   `HTTP_REQUEST_TIMEOUT_SECONDS` (a body trickling in, say) gets 408 and its connection closes.
+//! - **Body size**: at most [`MAX_BODY_BYTES`] on every route, raw or parsed; a larger
+//!   `Content-Length` is refused before a byte of the body is read.
+//!
+//! A trailing slash is accepted on every path, and handlers can read the client's address
+//! through `ConnectInfo<SocketAddr>`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, Uri, Version, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use http_body_util::Limited;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::config::{self, ConfigError, Env};
+use crate::http::{self, JsonError, MAX_BODY_BYTES};
+use crate::metrics::Metrics;
+
+/// What a service's HTTP server allows each client, from `HTTP_*` and
+/// `SHUTDOWN_TIMEOUT_SECONDS`. [`Default`] gives the production values.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// `HTTP_HEADER_TIMEOUT_SECONDS`: time to deliver a request's headers, on a new or an idle
+    /// keep-alive connection.
+    pub header_timeout: Duration,
+    /// `HTTP_REQUEST_TIMEOUT_SECONDS`: time from a request's headers to its response's. Longer
+    /// than the gateway's upstream and confirm timeouts, so those answer first.
+    pub request_timeout: Duration,
+    /// `HTTP_MAX_CONNECTIONS`: open connections at once.
+    pub max_connections: usize,
+    /// `HTTP_MAX_REQUESTS_IN_FLIGHT`: requests being handled at once, probes aside.
+    pub max_requests_in_flight: usize,
+    /// `SHUTDOWN_TIMEOUT_SECONDS`: after SIGTERM, how long in-flight requests may take.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            max_requests_in_flight: 512,
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl ServerSettings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let default = Self::default();
+        Ok(Self {
+            header_timeout: env
+                .seconds_or("HTTP_HEADER_TIMEOUT_SECONDS", default.header_timeout)?,
+            request_timeout: env
+                .seconds_or("HTTP_REQUEST_TIMEOUT_SECONDS", default.request_timeout)?,
+            max_connections: env.at_least("HTTP_MAX_CONNECTIONS", default.max_connections, 1)?,
+            max_requests_in_flight: env.at_least(
+                "HTTP_MAX_REQUESTS_IN_FLIGHT",
+                default.max_requests_in_flight,
+                1,
+            )?,
+            shutdown_timeout: config::shutdown_timeout(env)?,
+        })
+    }
+}
+
+/// A service's complete HTTP application: its routes with the shared fallbacks, limits, request
+/// ids, logs and metrics, behind the path normalisation. Tests can drive it in-process with
+/// `tower::ServiceExt::oneshot`.
+pub type App = tower::util::MapRequest<Router, fn(Request) -> Request>;
+
+/// Completes `router` into an [`App`] that enforces `settings` and records into `metrics`.
+pub fn app(router: Router, metrics: Metrics, settings: &ServerSettings) -> App {
+    let slots = Arc::new(Semaphore::new(settings.max_requests_in_flight));
+    // Layers run outside in: the last added sees the request first. Rejections by the inner
+    // ones (shed, timed out, too large) still get a request id, a log line and metrics.
+    let router = router
+        .fallback(http::not_found)
+        .method_not_allowed_fallback(http::method_not_allowed)
+        .layer(middleware::from_fn(limit_body))
+        .layer(middleware::from_fn_with_state(
+            settings.request_timeout,
+            limit_time,
+        ))
+        .layer(middleware::from_fn_with_state(slots, shed_load))
+        .layer(middleware::from_fn(require_host));
+    let router = http::observe(router, metrics);
+    router.map_request(trim_trailing_slashes as fn(Request) -> Request)
+}
+
+/// Serves `app` on `listener` until `shutdown` is cancelled, then lets in-flight requests
+/// finish for at most `settings.shutdown_timeout`.
+pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    settings: &ServerSettings,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let connections = Arc::new(Semaphore::new(settings.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout);
+
+    loop {
+        let (stream, client) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors, or a connection reset before it was accepted:
+                    // the listener itself is fine, so pause briefly rather than spin or stop.
+                    tracing::warn!("cannot accept a connection: {err}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let Ok(slot) = connections.clone().try_acquire_owned() else {
+            tokio::spawn(refuse(stream));
+            continue;
+        };
+        // Responses go out as soon as they are written, not held back by Nagle's algorithm.
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY on a connection: {err}");
+        }
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+            let mut request = request.map(Body::new);
+            request.extensions_mut().insert(ConnectInfo(client));
+            app.clone().oneshot(request)
+        });
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%client, "connection ended with an error: {err}");
+            }
+            drop(slot);
+        });
+    }
+
+    drop(listener);
+    let grace = settings.shutdown_timeout;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "requests still in flight after the shutdown timeout; exiting anyway"
+        );
+    }
+    Ok(())
+}
+
+/// The answer to a connection over `HTTP_MAX_CONNECTIONS`, written before reading anything.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 40\r\n\r\n\
+{\"error\":\"too many connections to serve\"}";
+
+async fn refuse(mut stream: TcpStream) {
+    let answer = async {
+        stream.write_all(TOO_MANY_CONNECTIONS).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+}
+
+/// `/api/movies/` is `/api/movies`. Only trailing slashes go: `//metrics` stays what it is (no
+/// route), so a path that a reverse proxy refuses cannot be reached by doubling a slash.
+fn trim_trailing_slashes(mut request: Request) -> Request {
+    let path = request.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = match path.trim_end_matches('/') {
+            "" => "/",
+            trimmed => trimmed,
+        };
+        let path_and_query = match request.uri().query() {
+            Some(query) => format!("{trimmed}?{query}"),
+            None => trimmed.to_owned(),
+        };
+        let mut parts = request.uri().clone().into_parts();
+        // The trimmed path is a part of a path that parsed, so it parses again.
+        if let Ok(path_and_query) = path_and_query.parse() {
+            parts.path_and_query = Some(path_and_query);
+            if let Ok(uri) = Uri::from_parts(parts) {
+                *request.uri_mut() = uri;
+            }
+        }
+    }
+    request
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without `Host` is answered 400.
+async fn require_host(request: Request, next: Next) -> Response {
+    if request.version() == Version::HTTP_11 && !request.headers().contains_key(header::HOST) {
+        return JsonError::new(
+            StatusCode::BAD_REQUEST,
+            "an HTTP/1.1 request must carry a Host header",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Answers 503 at once when `slots` are all taken; probes and scrapes always get through.
+async fn shed_load(State(slots): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
+    let is_probe = request
+        .extensions()
+        .get::<MatchedPath>()
+        .is_some_and(|route| http::is_probe(route.as_str()));
+    if is_probe {
+        return next.run(request).await;
+    }
+    match slots.try_acquire() {
+        Ok(_slot) => next.run(request).await,
+        Err(_) => JsonError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the service is at capacity; retry shortly",
+        )
+        .into_response(),
+    }
+}
+
+/// Answers 408 to a request not answered within `limit`, and closes its connection: what is
+/// left of its body cannot be told from the next request.
+async fn limit_time(State(limit): State<Duration>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let mut response = JsonError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request was not completed within {limit:?}"),
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
+}
+
+/// Refuses a declared body over [`MAX_BODY_BYTES`] before reading it, and cuts off one that
+/// grows past it while streaming (chunked), whoever reads it: an extractor, or the gateway's
+/// proxy.
+async fn limit_body(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        let mut response = http::body_too_large().into_response();
+        // The unread body would otherwise be taken for the next request.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    next.run(request.map(|body| Body::new(Limited::new(body, MAX_BODY_BYTES))))
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path_after_trimming(uri: &str) -> String {
+        let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        trim_trailing_slashes(request).uri().to_string()
+    }
+
+    #[test]
+    fn only_trailing_slashes_are_trimmed() {
+        assert_eq!(path_after_trimming("/api/movies/"), "/api/movies");
+        assert_eq!(
+            path_after_trimming("/api/movies//?title=a/"),
+            "/api/movies?title=a/"
+        );
+        assert_eq!(path_after_trimming("/"), "/");
+        assert_eq!(path_after_trimming("//"), "/");
+        assert_eq!(path_after_trimming("//metrics"), "//metrics");
+        assert_eq!(path_after_trimming("/api/movies"), "/api/movies");
+    }
+
+    #[test]
+    fn settings_come_from_the_environment() {
+        let env = Env::from_pairs([
+            ("HTTP_HEADER_TIMEOUT_SECONDS", "0.5"),
+            ("HTTP_MAX_CONNECTIONS", "10"),
+        ]);
+        let settings = ServerSettings::from_env(&env).unwrap();
+        assert_eq!(settings.header_timeout, Duration::from_millis(500));
+        assert_eq!(settings.max_connections, 10);
+        assert_eq!(settings.max_requests_in_flight, 512);
+        let zero = Env::from_pairs([("HTTP_MAX_REQUESTS_IN_FLIGHT", "0")]);
+        assert!(ServerSettings::from_env(&zero).is_err());
+    }
+}
