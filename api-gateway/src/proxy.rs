@@ -16,7 +16,8 @@ use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::uri::{Authority, PathAndQuery, Scheme};
 use axum::http::{StatusCode, Uri, Version};
 use axum::response::Response;
-use common::http::JsonError;
+use common::http::{JsonError, MAX_BODY_BYTES};
+use http_body_util::{BodyExt, LengthLimitError};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -47,6 +48,12 @@ pub enum ProxyError {
     Timeout(&'static str),
     #[error("{0} failed to answer")]
     BadGateway(&'static str),
+    /// The client's body broke off or was malformed (a bad chunk, say): the client's fault.
+    #[error("the request body could not be read: it is malformed or was cut off")]
+    UnreadableBody,
+    /// The client's body grew past [`MAX_BODY_BYTES`] while it was being forwarded.
+    #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
+    BodyTooLarge,
 }
 
 impl From<ProxyError> for JsonError {
@@ -55,6 +62,8 @@ impl From<ProxyError> for JsonError {
             ProxyError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UnreadableBody => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         };
         JsonError::new(status, err.to_string())
     }
@@ -111,11 +120,19 @@ impl Upstream {
         let headers = request.headers_mut();
         remove_hop_by_hop(headers);
         add_forwarded(headers, client);
+        let request = request.map(|body| Body::new(body.map_err(ClientBodyError)));
 
         let response = tokio::time::timeout(self.timeout, self.client.request(request))
             .await
             .map_err(|_| ProxyError::Timeout(self.name))?
             .map_err(|err| {
+                if let Some(body_error) = find_cause::<ClientBodyError>(&err) {
+                    return if find_cause::<LengthLimitError>(body_error).is_some() {
+                        ProxyError::BodyTooLarge
+                    } else {
+                        ProxyError::UnreadableBody
+                    };
+                }
                 tracing::warn!(upstream = self.name, "forwarding failed: {err:?}");
                 if err.is_connect() {
                     ProxyError::Unavailable(self.name)
@@ -127,6 +144,19 @@ impl Upstream {
         remove_hop_by_hop(response.headers_mut());
         Ok(response)
     }
+}
+
+/// A failure of the client's request body while it is forwarded, so that it can be told apart
+/// from the upstream's failures in the error the HTTP client returns.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body failed: {0}")]
+struct ClientBodyError(#[source] axum::Error);
+
+/// The first error of type `E` in `err`'s chain of causes.
+fn find_cause<'a, E: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    std::iter::successors(Some(err), |cause| cause.source()).find_map(|cause| cause.downcast_ref())
 }
 
 /// Drops the standard hop-by-hop headers and any header that `Connection` names.

@@ -4,6 +4,7 @@
 
 mod billing;
 mod e2e;
+mod hostile;
 mod openapi;
 mod proxy;
 

@@ -309,3 +309,53 @@ async fn paths_outside_the_api_are_404_json() {
         );
     }
 }
+
+/// The head of a chunked `POST /api/movies`.
+const CHUNKED_POST: &str = "POST /api/movies HTTP/1.1\r\nHost: test\r\n\
+    Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+#[tokio::test]
+async fn a_chunked_body_that_is_not_chunked_is_the_clients_400_not_a_502() {
+    let (gateway, _inventory, db) = with_inventory().await;
+    for _ in 0..5 {
+        let request = format!("{CHUNKED_POST}ZZ\r\n{{\"title\": \"x\"}}\r\n0\r\n\r\n");
+        let response = testkit::hostile::exchange(gateway.addr, request.as_bytes()).await;
+        assert_eq!(response.status, 400, "{response:?}");
+        assert!(response.head.contains("application/json"), "{response:?}");
+        assert!(!response.body.contains("inventory-app"), "{response:?}");
+    }
+    let pool = db.pool().await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM movies")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "nothing was stored");
+}
+
+#[tokio::test]
+async fn an_oversized_chunked_body_is_the_clients_413_not_a_502() {
+    let (gateway, _inventory, _db) = with_inventory().await;
+    for _ in 0..10 {
+        let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+        stream.write_all(CHUNKED_POST.as_bytes()).await.unwrap();
+        let chunk = format!("2000\r\n{}\r\n", "y".repeat(0x2000));
+        // 200 KiB, more than any service takes. The gateway may stop reading (and answer)
+        // before all of it is sent; the answer is read either way.
+        for _ in 0..25 {
+            if stream.write_all(chunk.as_bytes()).await.is_err() {
+                break;
+            }
+        }
+        let _ = stream.write_all(b"0\r\n\r\n").await;
+        let response = testkit::hostile::read_response(&mut stream).await;
+        assert_eq!(response.status, 413, "{response:?}");
+        assert!(response.body.contains("larger than"), "{response:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_declared_50_mb_body_is_refused_by_the_gateway_unread() {
+    let (gateway, _inventory, _db) = with_inventory().await;
+    testkit::hostile::assert_huge_body_refused_unread(gateway.addr, "/api/movies").await;
+    testkit::hostile::assert_huge_body_refused_unread(gateway.addr, "/api/billing").await;
+}

@@ -4,6 +4,7 @@
 
 mod api;
 mod consumer;
+mod hostile;
 
 use std::time::Duration;
 
