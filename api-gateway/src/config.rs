@@ -24,6 +24,9 @@ pub struct Settings {
     /// `PUBLISH_CONFIRM_TIMEOUT_SECONDS`: how long an order waits for the broker's confirm
     /// before the client gets 503.
     pub confirm_timeout: Duration,
+    /// `PUBLISH_MAX_UNCONFIRMED`: messages published and not yet confirmed, at most; an order
+    /// beyond that gets 503 at once.
+    pub max_unconfirmed: usize,
     /// `HTTP_*` and `SHUTDOWN_TIMEOUT_SECONDS`: what the server allows each client.
     pub server: ServerSettings,
 }
@@ -40,6 +43,7 @@ impl Settings {
                 .seconds_or("UPSTREAM_TIMEOUT_SECONDS", Duration::from_secs(10))?,
             confirm_timeout: env
                 .seconds_or("PUBLISH_CONFIRM_TIMEOUT_SECONDS", Duration::from_secs(5))?,
+            max_unconfirmed: env.at_least("PUBLISH_MAX_UNCONFIRMED", 1000, 1)?,
             server: ServerSettings::from_env(env)?,
         })
     }

@@ -8,10 +8,12 @@
 //! - `routes/openapi.rs`: `GET /api/openapi.json`, the document in `openapi.json`;
 //! - `proxy.rs`: how a request is forwarded and its answer streamed back;
 //! - `publisher.rs`: the RabbitMQ connection and confirmed publishing;
+//! - `order_id.rs`: order ids, and how `Idempotency-Key` scopes them;
 //! - `error.rs`: every error the gateway itself answers with.
 
 pub mod config;
 mod error;
+mod order_id;
 mod proxy;
 mod publisher;
 mod routes;

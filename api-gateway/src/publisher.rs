@@ -6,6 +6,10 @@
 //! when the broker has confirmed it, which for a persistent message on a durable quorum queue
 //! means it is safely stored. A background task keeps the connection up, reconnecting with
 //! backoff; while it is down, publishing fails at once and `/ready` is false.
+//!
+//! Under broker pressure nothing piles up: while the broker blocks publishers (a memory or
+//! disk alarm) orders fail at once, and at most `PUBLISH_MAX_UNCONFIRMED` messages may be
+//! published and unconfirmed; beyond that, orders fail at once too.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -15,22 +19,51 @@ use common::health::Check;
 use common::metrics::Metrics;
 use common::order::Order;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{Channel, Confirmation, Connection};
+use lapin::{Channel, Confirmation, Connection, ConnectionStatus};
 use prometheus::{HistogramOpts, HistogramVec};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-/// Why an order was not accepted. In every case the client gets 503 and no order id.
+/// Why an order was not accepted: the client gets 503 in every case.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
+    /// Not handed to the broker: the order is certainly not stored.
     #[error("the message broker is unavailable")]
     Disconnected,
+    /// The broker blocks publishers during a memory or disk alarm: not handed to it either.
+    #[error("the message broker is refusing new messages for now (a memory or disk alarm)")]
+    Blocked,
+    /// As many orders as allowed are awaiting their confirms: not handed to the broker.
+    #[error("too many orders are awaiting the message broker's confirm")]
+    Busy,
+    /// Handed to the broker, not confirmed in time: it may still be stored.
     #[error("the message broker did not confirm the order in time")]
     NoConfirm,
+    /// Handed to the broker, which refused it (a nack, or no queue to route it to).
     #[error("the message broker refused the order")]
     Refused,
+    /// Handed to the broker, then the connection failed.
     #[error("the message broker failed while taking the order")]
     Broker(#[from] lapin::Error),
+}
+
+impl PublishError {
+    /// Whether the order reached the broker, so that it may be stored although the client is
+    /// told 503: then the client is given the order id to retry with.
+    pub fn may_be_stored(&self) -> bool {
+        matches!(self, Self::NoConfirm | Self::Refused | Self::Broker(_))
+    }
+
+    fn outcome(&self) -> &'static str {
+        match self {
+            Self::Disconnected => "disconnected",
+            Self::Blocked => "blocked",
+            Self::Busy => "busy",
+            Self::NoConfirm => "timeout",
+            Self::Refused => "refused",
+            Self::Broker(_) => "error",
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -41,16 +74,31 @@ pub struct Publisher {
 struct Inner {
     topology: Topology,
     confirm_timeout: Duration,
-    /// The confirm-mode channel while connected.
-    channel: RwLock<Option<Channel>>,
+    /// The confirm-mode channel and its connection's state, while connected.
+    link: RwLock<Option<Link>>,
+    /// One per message published and not yet confirmed, including those whose client already
+    /// got 503 when the confirm was late: this bounds what the broker connection buffers.
+    unconfirmed: Arc<Semaphore>,
     /// Woken when publishing finds the channel unusable, to reconnect at once.
     broken: Notify,
     /// Time from publish to confirm, by outcome.
     latency: HistogramVec,
 }
 
+#[derive(Clone)]
+struct Link {
+    channel: Channel,
+    connection: ConnectionStatus,
+}
+
 impl Publisher {
-    pub fn new(topology: Topology, confirm_timeout: Duration, metrics: &Metrics) -> Self {
+    /// `max_unconfirmed` bounds the messages published and not yet confirmed.
+    pub fn new(
+        topology: Topology,
+        confirm_timeout: Duration,
+        max_unconfirmed: usize,
+        metrics: &Metrics,
+    ) -> Self {
         let latency = metrics.register(
             HistogramVec::new(
                 HistogramOpts::new(
@@ -68,7 +116,8 @@ impl Publisher {
             inner: Arc::new(Inner {
                 topology,
                 confirm_timeout,
-                channel: RwLock::new(None),
+                link: RwLock::new(None),
+                unconfirmed: Arc::new(Semaphore::new(max_unconfirmed)),
                 broken: Notify::new(),
                 latency,
             }),
@@ -94,7 +143,10 @@ impl Publisher {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        self.set_channel(Some(channel.clone()));
+        self.set_link(Some(Link {
+            channel: channel.clone(),
+            connection: connection.status().clone(),
+        }));
         tracing::info!(queue = %self.inner.topology.queue, "ready to publish");
 
         let outcome = tokio::select! {
@@ -105,7 +157,7 @@ impl Publisher {
             ).into()),
             () = shutdown.cancelled() => Ok(()),
         };
-        self.set_channel(None);
+        self.set_link(None);
         if connection.status().connected() {
             let _ = channel.close(200, "api-gateway closing".into()).await;
             let _ = connection.close(200, "api-gateway closing".into()).await;
@@ -113,36 +165,34 @@ impl Publisher {
         outcome
     }
 
-    fn set_channel(&self, channel: Option<Channel>) {
+    fn set_link(&self, link: Option<Link>) {
         *self
             .inner
-            .channel
+            .link
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = channel;
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = link;
     }
 
-    fn channel(&self) -> Option<Channel> {
+    fn link(&self) -> Option<Link> {
         self.inner
-            .channel
+            .link
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
     }
 
-    /// The readiness check: connected to the broker with a confirm channel.
+    /// The readiness check: connected to the broker with a confirm channel, and not blocked.
     pub fn readiness(&self) -> Check {
         let publisher = self.clone();
         Check::new("broker", move || {
-            let connected = publisher
-                .channel()
-                .is_some_and(|channel| channel.status().connected());
-            async move {
-                if connected {
-                    Ok(())
-                } else {
-                    Err("not connected to RabbitMQ".to_owned())
+            let state = match publisher.link() {
+                Some(link) if link.connection.blocked() => {
+                    Err("RabbitMQ is blocking publishers (a memory or disk alarm)".to_owned())
                 }
-            }
+                Some(link) if link.channel.status().connected() => Ok(()),
+                _ => Err("not connected to RabbitMQ".to_owned()),
+            };
+            async move { state }
         })
     }
 
@@ -150,13 +200,9 @@ impl Publisher {
     pub async fn publish(&self, order: &Order, request_id: &str) -> Result<(), PublishError> {
         let started = std::time::Instant::now();
         let result = self.publish_confirmed(order, request_id).await;
-        let outcome = match &result {
-            Ok(()) => "confirmed",
-            Err(PublishError::Disconnected) => "disconnected",
-            Err(PublishError::NoConfirm) => "timeout",
-            Err(PublishError::Refused) => "refused",
-            Err(PublishError::Broker(_)) => "error",
-        };
+        let outcome = result
+            .as_ref()
+            .map_or_else(PublishError::outcome, |()| "confirmed");
         self.inner
             .latency
             .with_label_values(&[outcome])
@@ -165,7 +211,16 @@ impl Publisher {
     }
 
     async fn publish_confirmed(&self, order: &Order, request_id: &str) -> Result<(), PublishError> {
-        let channel = self.channel().ok_or(PublishError::Disconnected)?;
+        let Link {
+            channel,
+            connection,
+        } = self.link().ok_or(PublishError::Disconnected)?;
+        if connection.blocked() {
+            return Err(PublishError::Blocked);
+        }
+        let slot = (self.inner.unconfirmed.clone())
+            .try_acquire_owned()
+            .map_err(|_| PublishError::Busy)?;
         let body = serde_json::to_vec(order).expect("an order always serializes");
         let properties =
             amqp::order_properties(order, request_id).with_app_id("api-gateway".into());
@@ -174,16 +229,21 @@ impl Publisher {
             mandatory: true,
             ..BasicPublishOptions::default()
         };
-        let queue = self.inner.topology.queue.as_str();
-        let confirmation = tokio::time::timeout(self.inner.confirm_timeout, async {
-            channel
-                .basic_publish("".into(), queue.into(), options, &body, properties)
+        let queue = self.inner.topology.queue.clone();
+        let publishing_channel = channel.clone();
+        // Owns everything it needs, so that it can finish after the client has had its 503:
+        // lapin sends a publish whose future was dropped all the same, and only its confirm
+        // (or the connection's end) frees the slot.
+        let mut confirmation = Box::pin(async move {
+            let confirmation = publishing_channel
+                .basic_publish("".into(), queue.as_str().into(), options, &body, properties)
                 .await?
-                .await
-        })
-        .await;
+                .await;
+            drop(slot);
+            confirmation
+        });
 
-        match confirmation {
+        match tokio::time::timeout(self.inner.confirm_timeout, &mut confirmation).await {
             Ok(Ok(Confirmation::Ack(None))) => Ok(()),
             Ok(Ok(Confirmation::Ack(Some(_returned)))) => {
                 // The queue is gone: reconnecting declares it again.
@@ -199,7 +259,10 @@ impl Publisher {
                 }
                 Err(PublishError::Broker(err))
             }
-            Err(_elapsed) => Err(PublishError::NoConfirm),
+            Err(_elapsed) => {
+                tokio::spawn(confirmation);
+                Err(PublishError::NoConfirm)
+            }
         }
     }
 }

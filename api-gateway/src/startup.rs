@@ -22,6 +22,7 @@ pub async fn serve(
     let publisher = Publisher::new(
         settings.broker.topology(),
         settings.confirm_timeout,
+        settings.max_unconfirmed,
         &metrics,
     );
     let broker_shutdown = CancellationToken::new();

@@ -15,9 +15,10 @@ use uuid::Uuid;
 
 use super::SharedState;
 use crate::error::ApiError;
+use crate::order_id;
 
-/// Lets a client retry an order safely: the same key (a UUID) becomes the same order id, and
-/// billing-app stores an order id only once.
+/// Lets a client retry an order safely: the same key (a UUID) with the same order is the same
+/// order id (see [`crate::order_id`]), and billing-app stores an order id only once.
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 #[derive(Serialize)]
@@ -32,8 +33,14 @@ pub async fn create_order(
     headers: OrderHeaders,
     Json(body): Json<Value>,
 ) -> Result<Json<Accepted>, ApiError> {
-    let order = Order::from_request(headers.order_id, &body)?;
-    state.publisher.publish(&order, &headers.request_id).await?;
+    let mut order = Order::from_request(Uuid::nil(), &body)?;
+    order.order_id = order_id::for_order(headers.idempotency_key, &order);
+    if let Err(cause) = state.publisher.publish(&order, &headers.request_id).await {
+        return Err(ApiError::NotPublished {
+            order_id: order.order_id,
+            cause,
+        });
+    }
     tracing::info!(order_id = %order.order_id, user_id = order.user_id, "order accepted");
     Ok(Json(Accepted {
         message: "Order received and queued for billing",
@@ -43,8 +50,8 @@ pub async fn create_order(
 
 /// What an order takes from the request headers (read in place, the header map is not copied).
 pub struct OrderHeaders {
-    /// The client's `Idempotency-Key`, or a new time-ordered id.
-    order_id: Uuid,
+    /// The client's `Idempotency-Key`, if it sent one.
+    idempotency_key: Option<Uuid>,
     /// Passed on in the message, so the order can be traced from request to row.
     request_id: String,
 }
@@ -53,12 +60,13 @@ impl<S: Send + Sync> FromRequestParts<S> for OrderHeaders {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let order_id = match parts.headers.get(IDEMPOTENCY_KEY) {
-            None => Uuid::now_v7(),
+        let idempotency_key = match parts.headers.get(IDEMPOTENCY_KEY) {
+            None => None,
             Some(key) => {
                 let key = String::from_utf8_lossy(key.as_bytes());
-                Uuid::parse_str(&key)
-                    .map_err(|_| ApiError::InvalidIdempotencyKey(key.into_owned()))?
+                let parsed = Uuid::parse_str(&key)
+                    .map_err(|_| ApiError::InvalidIdempotencyKey(key.into_owned()))?;
+                Some(parsed)
             }
         };
         let request_id = parts
@@ -68,7 +76,7 @@ impl<S: Send + Sync> FromRequestParts<S> for OrderHeaders {
             .unwrap_or_default()
             .to_owned();
         Ok(Self {
-            order_id,
+            idempotency_key,
             request_id,
         })
     }

@@ -228,25 +228,114 @@ async fn a_broker_outage_while_posting_gives_503s_and_loses_no_accepted_order() 
         stored.values().all(|rows| *rows == 1),
         "no order stored twice"
     );
+    let named: Vec<Uuid> = answers.iter().filter_map(|(_, id)| *id).collect();
+    assert!(
+        stored.keys().all(|id| named.contains(id)),
+        "every stored order was answered 200, or 503 with its id"
+    );
 }
 
 #[tokio::test]
-async fn an_order_the_broker_does_not_confirm_in_time_gets_503() {
+async fn an_unconfirmed_order_gets_503_with_its_id_and_a_retry_with_that_key_is_the_same_order() {
     let queue = TestQueue::new();
     let broker = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], 5672))).await;
     let gateway = gateway_alone(queue.settings_via(broker.port())).await;
     wait_for_ready(&gateway.url).await;
     let url = format!("{}/api/billing", gateway.url);
+    let order = billing_body("3", "1", "5");
 
     broker.freeze();
-    let (status, body) = json_of(post_json(&url, &billing_body("3", "1", "5")).await).await;
+    let (status, body) = json_of(post_json(&url, &order).await).await;
     assert_eq!(status, 503);
-    assert_eq!(
-        body["error"],
-        "the message broker did not confirm the order in time"
+    let message = body["error"].as_str().unwrap();
+    assert!(
+        message.starts_with("the message broker did not confirm the order in time"),
+        "{message}"
+    );
+    let order_id = body["order_id"].as_str().expect("the 503 names the order");
+    assert!(
+        message.contains(&format!("Idempotency-Key: {order_id}")),
+        "{message}"
     );
 
+    // The held message reaches the broker after all, and the retry is the same order.
     broker.restore();
-    let (status, _) = json_of(post_json(&url, &billing_body("3", "1", "5")).await).await;
-    assert_eq!(status, 200);
+    let response = reqwest::Client::new()
+        .post(&url)
+        .header("idempotency-key", order_id)
+        .json(&order)
+        .send()
+        .await
+        .unwrap();
+    let (status, accepted) = json_of(response).await;
+    assert_eq!(
+        (status, accepted["order_id"].as_str()),
+        (200, Some(order_id))
+    );
+    eventually(Duration::from_secs(5), "both messages queued", || async {
+        queue.depth().await == 2
+    })
+    .await;
+    let ids: Vec<String> = queue
+        .take_all()
+        .await
+        .iter()
+        .map(|m| m.properties.message_id().as_ref().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, [order_id, order_id], "billing-app stores that id once");
+}
+
+#[tokio::test]
+async fn a_reused_key_with_another_order_is_another_order_and_hides_none() {
+    let stack = start_stack().await;
+    let url = format!("{}/api/billing", stack.gateway.url);
+    let post = |key: String, body: Value| {
+        let url = url.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .post(&url)
+                .header("idempotency-key", key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let (status, accepted) = json_of(response).await;
+            assert_eq!(status, 200, "{accepted}");
+            Uuid::parse_str(accepted["order_id"].as_str().unwrap()).unwrap()
+        }
+    };
+    let key = Uuid::new_v4().to_string();
+    let (first, second) = (billing_body("30", "1", "10"), billing_body("31", "5", "99"));
+    let first_id = post(key.clone(), first.clone()).await;
+    let retried = post(key.clone(), first.clone()).await;
+    let other = post(key.clone(), second.clone()).await;
+    // Another client sending the first order's id as its key, with its own order.
+    let under_first_id = post(first_id.to_string(), second).await;
+    assert_eq!(
+        retried, first_id,
+        "the same key and order is the same order"
+    );
+    assert_ne!(
+        other, first_id,
+        "the same key with another order is another order"
+    );
+    assert_ne!(
+        under_first_id, first_id,
+        "an existing order cannot be shadowed"
+    );
+    assert_eq!(post(first_id.to_string(), first).await, first_id);
+
+    eventually(Duration::from_secs(10), "three orders stored", || async {
+        rows_per_order(&stack.orders_db).await.len() == 3
+    })
+    .await;
+    let pool = stack.orders_db.pool().await;
+    let users: Vec<(Uuid, i64)> = sqlx::query_as("SELECT id, user_id FROM orders")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let user_of = |id: Uuid| users.iter().find(|(stored, _)| *stored == id).map(|u| u.1);
+    assert_eq!(user_of(first_id), Some(30));
+    assert_eq!(user_of(other), Some(31));
+    assert_eq!(user_of(under_first_id), Some(31));
 }

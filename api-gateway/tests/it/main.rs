@@ -118,6 +118,7 @@ fn gateway_settings(inventory_url: &str, billing_url: &str, broker: BrokerSettin
         broker,
         upstream_timeout: Duration::from_secs(2),
         confirm_timeout: Duration::from_secs(1),
+        max_unconfirmed: 1000,
         server: common::server::ServerSettings {
             shutdown_timeout: Duration::from_secs(5),
             ..Default::default()
