@@ -1,23 +1,35 @@
 //! HTTP plumbing every service shares: the JSON error body, a JSON extractor whose rejections
-//! are JSON errors too, the 404/405 fallbacks, and the layers that observe every request
-//! (request ids, request logs, metrics).
+//! are JSON errors too, the 404/405 fallbacks, and request ids.
 
-use std::time::Instant;
-
-use axum::Router;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tracing::Instrument;
-
-use crate::metrics::Metrics;
 
 /// The header carrying a request's id, accepted from the client or created here.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest request id accepted from a client; a longer one is replaced, since the id is
+/// logged with every line and travels with every order.
+const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// The request's id: the client's `x-request-id` if it sent a reasonable one, else a new UUID,
+/// which is then set on the request so that handlers and forwarded requests carry it.
+pub fn request_id(request: &mut Request) -> HeaderValue {
+    let given = request.headers().get(REQUEST_ID).filter(|id| {
+        (1..=MAX_REQUEST_ID_BYTES).contains(&id.len())
+            && id.as_bytes().iter().all(u8::is_ascii_graphic)
+    });
+    if let Some(id) = given {
+        return id.clone();
+    }
+    let mut buffer = uuid::Uuid::encode_buffer();
+    let created = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
+    let id = HeaderValue::from_str(created).unwrap_or_else(|_| HeaderValue::from_static("-"));
+    request.headers_mut().insert(REQUEST_ID, id.clone());
+    id
+}
 
 /// The largest request body a service reads (64 KiB); larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -118,52 +130,8 @@ pub async fn method_not_allowed() -> JsonError {
     )
 }
 
-/// Wraps every route of `router` in the request id (kept from the client or created), a span
-/// naming it for every log line, a completion log line, and the request metrics.
-pub(crate) fn observe(router: Router, metrics: Metrics) -> Router {
-    router
-        .layer(middleware::from_fn_with_state(metrics, observe_request))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-}
-
-/// Probes and scrapes are logged at debug level so they do not drown the request log.
+/// Probes and scrapes: never shed, and logged at debug level so they do not drown the
+/// request log.
 pub(crate) fn is_probe(route: &str) -> bool {
     matches!(route, "/health" | "/ready" | "/metrics")
-}
-
-async fn observe_request(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
-    // The route template, not the raw path, keeps metric labels bounded.
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let method = request.method().clone();
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let span = tracing::info_span!(
-        "request",
-        method = %method,
-        path = %request.uri().path(),
-        request_id = %request_id,
-    );
-    async move {
-        let _in_flight = metrics.in_flight();
-        let started = Instant::now();
-        let response = next.run(request).await;
-        let elapsed = started.elapsed();
-        let status = response.status();
-        metrics.observe_request(&method, route, status, elapsed);
-        let latency_ms = elapsed.as_secs_f64() * 1000.0;
-        if is_probe(route) {
-            tracing::debug!(status = status.as_u16(), latency_ms, "request completed");
-        } else {
-            tracing::info!(status = status.as_u16(), latency_ms, "request completed");
-        }
-        response
-    }
-    .instrument(span)
-    .await
 }

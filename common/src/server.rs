@@ -18,7 +18,7 @@
 //! through `ConnectInfo<SocketAddr>`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -32,9 +32,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+use tracing::Instrument;
 
 use crate::config::{self, ConfigError, Env};
 use crate::http::{self, JsonError, MAX_BODY_BYTES};
@@ -96,21 +97,128 @@ pub type App = tower::util::MapRequest<Router, fn(Request) -> Request>;
 
 /// Completes `router` into an [`App`] that enforces `settings` and records into `metrics`.
 pub fn app(router: Router, metrics: Metrics, settings: &ServerSettings) -> App {
-    let slots = Arc::new(Semaphore::new(settings.max_requests_in_flight));
-    // Layers run outside in: the last added sees the request first. Rejections by the inner
-    // ones (shed, timed out, too large) still get a request id, a log line and metrics.
-    let router = router
+    let gate = Arc::new(Gate {
+        metrics,
+        slots: Semaphore::new(settings.max_requests_in_flight),
+        request_timeout: settings.request_timeout,
+    });
+    router
         .fallback(http::not_found)
         .method_not_allowed_fallback(http::method_not_allowed)
-        .layer(middleware::from_fn(limit_body))
-        .layer(middleware::from_fn_with_state(
-            settings.request_timeout,
-            limit_time,
-        ))
-        .layer(middleware::from_fn_with_state(slots, shed_load))
-        .layer(middleware::from_fn(require_host));
-    let router = http::observe(router, metrics);
-    router.map_request(trim_trailing_slashes as fn(Request) -> Request)
+        // One layer for all of it: axum clones a route's whole stack of layers on every request.
+        .layer(middleware::from_fn_with_state(gate, pass_gate))
+        .map_request(trim_trailing_slashes as fn(Request) -> Request)
+}
+
+/// What every request passes through once routed (the route template is known then).
+struct Gate {
+    metrics: Metrics,
+    /// One per request being handled, probes aside.
+    slots: Semaphore,
+    request_timeout: Duration,
+}
+
+/// Gives the request its id, a span naming it for every log line, a completion log line and
+/// its metrics; and refuses it, or bounds it in time and body size.
+async fn pass_gate(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) -> Response {
+    let request_id = http::request_id(&mut request);
+    // The route template, not the raw path, keeps metric labels bounded.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let method = request.method().clone();
+    let span = tracing::info_span!(
+        "request",
+        method = %method,
+        path = %request.uri().path(),
+        request_id = %String::from_utf8_lossy(request_id.as_bytes()),
+    );
+    async move {
+        let _in_flight = gate.metrics.in_flight();
+        let started = Instant::now();
+        let mut response = match gate.admit(&request, route) {
+            Ok(_slot) => gate.run_bounded(request, next).await,
+            // Whatever body the request has is left unread: it must not be taken for the
+            // next request on the connection.
+            Err(refusal) => closing(refusal.into_response()),
+        };
+        response.headers_mut().insert(http::REQUEST_ID, request_id);
+        let elapsed = started.elapsed();
+        let status = response.status();
+        gate.metrics
+            .observe_request(&method, route, status, elapsed);
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        if http::is_probe(route) {
+            tracing::debug!(status = status.as_u16(), latency_ms, "request completed");
+        } else {
+            tracing::info!(status = status.as_u16(), latency_ms, "request completed");
+        }
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+impl Gate {
+    /// A slot for the request (none needed for probes), or the answer refusing it: no `Host`
+    /// on HTTP/1.1 (RFC 9112 §3.2), a declared body over the limit (refused unread), or every
+    /// slot taken (shed at once rather than queued).
+    fn admit(
+        &self,
+        request: &Request,
+        route: &str,
+    ) -> Result<Option<SemaphorePermit<'_>>, JsonError> {
+        if request.version() == Version::HTTP_11 && !request.headers().contains_key(header::HOST) {
+            return Err(JsonError::new(
+                StatusCode::BAD_REQUEST,
+                "an HTTP/1.1 request must carry a Host header",
+            ));
+        }
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+            return Err(http::body_too_large());
+        }
+        if http::is_probe(route) {
+            return Ok(None);
+        }
+        match self.slots.try_acquire() {
+            Ok(slot) => Ok(Some(slot)),
+            Err(_) => Err(JsonError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the service is at capacity; retry shortly",
+            )),
+        }
+    }
+
+    /// Runs the request with its body cut off past [`MAX_BODY_BYTES`] (whoever reads it: an
+    /// extractor or the gateway's proxy), and answers 408 if it is not done within the request
+    /// timeout, closing the connection: what is left of its body cannot be told from the next
+    /// request.
+    async fn run_bounded(&self, request: Request, next: Next) -> Response {
+        let request = request.map(|body| Body::new(Limited::new(body, MAX_BODY_BYTES)));
+        let limit = self.request_timeout;
+        match tokio::time::timeout(limit, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => closing(
+                JsonError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!("the request was not completed within {limit:?}"),
+                )
+                .into_response(),
+            ),
+        }
+    }
+}
+
+/// `response`, with the connection closed after it.
+fn closing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Serves `app` on `listener` until `shutdown` is cancelled, then lets in-flight requests
@@ -214,77 +322,6 @@ fn trim_trailing_slashes(mut request: Request) -> Request {
         }
     }
     request
-}
-
-/// RFC 9112 §3.2: an HTTP/1.1 request without `Host` is answered 400.
-async fn require_host(request: Request, next: Next) -> Response {
-    if request.version() == Version::HTTP_11 && !request.headers().contains_key(header::HOST) {
-        return JsonError::new(
-            StatusCode::BAD_REQUEST,
-            "an HTTP/1.1 request must carry a Host header",
-        )
-        .into_response();
-    }
-    next.run(request).await
-}
-
-/// Answers 503 at once when `slots` are all taken; probes and scrapes always get through.
-async fn shed_load(State(slots): State<Arc<Semaphore>>, request: Request, next: Next) -> Response {
-    let is_probe = request
-        .extensions()
-        .get::<MatchedPath>()
-        .is_some_and(|route| http::is_probe(route.as_str()));
-    if is_probe {
-        return next.run(request).await;
-    }
-    match slots.try_acquire() {
-        Ok(_slot) => next.run(request).await,
-        Err(_) => JsonError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the service is at capacity; retry shortly",
-        )
-        .into_response(),
-    }
-}
-
-/// Answers 408 to a request not answered within `limit`, and closes its connection: what is
-/// left of its body cannot be told from the next request.
-async fn limit_time(State(limit): State<Duration>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            let mut response = JsonError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                format!("the request was not completed within {limit:?}"),
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            response
-        }
-    }
-}
-
-/// Refuses a declared body over [`MAX_BODY_BYTES`] before reading it, and cuts off one that
-/// grows past it while streaming (chunked), whoever reads it: an extractor, or the gateway's
-/// proxy.
-async fn limit_body(request: Request, next: Next) -> Response {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
-        let mut response = http::body_too_large().into_response();
-        // The unread body would otherwise be taken for the next request.
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return response;
-    }
-    next.run(request.map(|body| Body::new(Limited::new(body, MAX_BODY_BYTES))))
-        .await
 }
 
 #[cfg(test)]
