@@ -1,4 +1,4 @@
-//! A throw-away set of queues per test on the local RabbitMQ.
+//! A throw-away set of queues per test, on the local RabbitMQ or a [`crate::PrivateBroker`].
 
 use common::amqp::{self, BrokerSettings, Topology};
 use common::order::Order;
@@ -13,6 +13,8 @@ use lapin::{BasicProperties, Channel, Connection};
 /// this value is dropped.
 pub struct TestQueue {
     name: String,
+    /// The broker's AMQP port on 127.0.0.1: 5672, or a private node's.
+    port: u16,
 }
 
 /// A message taken from a queue.
@@ -29,9 +31,16 @@ impl Default for TestQueue {
 }
 
 impl TestQueue {
+    /// A fresh queue name on the shared local broker.
     pub fn new() -> Self {
+        Self::on_port(5672)
+    }
+
+    /// A fresh queue name on the broker listening on 127.0.0.1:`port` (a private node).
+    pub fn on_port(port: u16) -> Self {
         Self {
             name: format!("test_billing_{}", uuid::Uuid::new_v4().simple()),
+            port,
         }
     }
 
@@ -39,9 +48,9 @@ impl TestQueue {
         &self.name
     }
 
-    /// Settings a service under test uses to reach the local broker and this queue.
+    /// Settings a service under test uses to reach the broker and this queue.
     pub fn settings(&self) -> BrokerSettings {
-        self.settings_via(5672)
+        self.settings_via(self.port)
     }
 
     /// The same, but through another port (a [`crate::FaultProxy`]).
@@ -53,6 +62,16 @@ impl TestQueue {
             password: "guest".into(),
             queue: self.name.clone(),
         }
+    }
+
+    /// The broker's AMQP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// [`Self::settings`] as `RABBITMQ_*` variables, for a service started as a process.
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.env_via(self.port)
     }
 
     /// The same as `RABBITMQ_*` variables, for a service started as a process.
@@ -74,7 +93,10 @@ impl TestQueue {
         let connection = amqp::connect(&self.settings(), "test")
             .await
             .unwrap_or_else(|err| {
-                panic!("tests need RabbitMQ on 127.0.0.1:5672 (run Scripts/test.sh): {err}")
+                panic!(
+                    "tests need RabbitMQ on 127.0.0.1:{} (run Scripts/test.sh): {err}",
+                    self.port
+                )
             });
         let channel = connection.create_channel().await.expect("open a channel");
         (connection, channel)

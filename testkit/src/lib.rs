@@ -3,10 +3,17 @@
 //!
 //! Each test gets its own database and queue, so tests run in parallel and leave nothing
 //! behind; faults are injected with a TCP proxy between a service and its dependency.
+//!
+//! Tests that crash or freeze the servers themselves run their own: a [`PrivateBroker`] (a
+//! RabbitMQ node) or a [`PrivatePostgres`] (a PostgreSQL cluster), started from the machine's
+//! binaries in a scratch directory, on free ports, as children of the test process.
 
 mod broker;
 mod database;
 pub mod hostile;
+mod os;
+mod private_broker;
+mod private_postgres;
 mod process;
 mod proxy;
 mod service;
@@ -16,6 +23,8 @@ use std::time::Duration;
 
 pub use broker::{Message, TestQueue, delete_topology};
 pub use database::TestDatabase;
+pub use private_broker::PrivateBroker;
+pub use private_postgres::PrivatePostgres;
 pub use process::{ServiceProcess, run_to_exit};
 pub use proxy::FaultProxy;
 pub use service::{InProcess, metric, metrics_text, ready_status, wait_for_ready};
