@@ -4,6 +4,7 @@
 
 mod api;
 mod consumer;
+mod storage;
 
 use std::time::Duration;
 
