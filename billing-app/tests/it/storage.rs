@@ -16,29 +16,6 @@ use super::*;
 const POSTGRES: u16 = 5432;
 const RABBITMQ: u16 = 5672;
 
-/// A superuser session on the test database's server, outside the test database (which
-/// may be read-only).
-async fn server(db: &TestDatabase) -> PgConnection {
-    connect(db.settings().connect_options().database("postgres")).await
-}
-
-/// A superuser session in the test database.
-async fn inside(db: &TestDatabase) -> PgConnection {
-    connect(db.settings().connect_options()).await
-}
-
-async fn connect(options: PgConnectOptions) -> PgConnection {
-    PgConnection::connect_with(&options)
-        .await
-        .expect("connect to PostgreSQL")
-}
-
-async fn sql(conn: &mut PgConnection, statement: &str) {
-    conn.execute(AssertSqlSafe(statement.to_owned()))
-        .await
-        .unwrap_or_else(|err| panic!("{statement}: {err}"));
-}
-
 /// Ends every session in `db` but the caller's, so that the service reconnects and its new
 /// sessions pick up the database's settings.
 async fn terminate_sessions(conn: &mut PgConnection, db: &TestDatabase) {
@@ -134,30 +111,6 @@ async fn a_read_only_database_keeps_orders_queued_until_it_is_writable_again() {
     wait_for_ready(&service, 200).await;
     assert_eq!(queue.dead_letter_depth().await, 0);
     assert_eq!(queue.depth().await, 0);
-}
-
-/// The backend of an insert waiting for a lock in `db`, within `limit`.
-async fn waiting_insert(
-    conn: &mut PgConnection,
-    db: &TestDatabase,
-    limit: Duration,
-) -> Option<i32> {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        let pid: Option<i32> = sqlx::query_scalar(
-            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' \
-             AND query LIKE 'INSERT INTO orders%' LIMIT 1",
-        )
-        .bind(db.name())
-        .fetch_optional(&mut *conn)
-        .await
-        .expect("look for a waiting insert");
-        if pid.is_some() {
-            return pid;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
 }
 
 #[tokio::test]
