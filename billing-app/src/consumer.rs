@@ -355,7 +355,12 @@ impl Storing {
         let state = self.clone();
         Check::new("storage", move || {
             let failing = state.failing();
-            async move { failing.map_or(Ok(()), |cause| Err(format!("cannot store orders: {cause}"))) }
+            async move {
+                match failing {
+                    Some(cause) => Err(format!("cannot store orders: {cause}")),
+                    None => Ok(()),
+                }
+            }
         })
     }
 

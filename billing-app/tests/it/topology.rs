@@ -99,7 +99,7 @@ async fn orders_held_through_a_crash_loop_are_stored_not_dead_lettered() {
     let mut crashes = 0;
     while crashes < CRASHES {
         // The consumer holds the orders: its insert waits for the lock.
-        let Some(pid) = waiting_insert(&mut admin, &db, Duration::from_secs(10)).await else {
+        let Some(pid) = waiting_insert(&mut admin, &db, Duration::from_secs(20)).await else {
             break;
         };
         service.kill().await;
