@@ -3,21 +3,25 @@
 //! - A delivery is acknowledged only after its order is committed.
 //! - An order id that is already stored is skipped, so a redelivered message (after a crash
 //!   between commit and ack, or a lost connection) is absorbed, never stored twice.
-//! - A message that can never be stored (not JSON, not an order, breaking a rule) is
-//!   dead-lettered at once, with the reason logged and counted.
-//! - When the database fails transiently, the deliveries stay unacknowledged (the broker keeps
-//!   them, and hands them to another consumer if this one dies) and the insert is retried with
-//!   backoff; `/ready` turns false meanwhile.
+//! - A message that can never be stored is dead-lettered at once, with the reason logged and
+//!   counted: only what is wrong with the message itself: not JSON, not an order, a field
+//!   breaking an order rule, or values the database refuses as data (SQLSTATE classes 22 and
+//!   23, but never a duplicate order id).
+//! - Every other failure to store (the database unreachable, read-only, full, cancelling the
+//!   statement, refusing a privilege, missing the table...) keeps the deliveries
+//!   unacknowledged (the broker keeps them, and hands them to another consumer if this one
+//!   dies) and retries the insert with capped backoff; `/ready` is false meanwhile, and each
+//!   retry is logged with its SQLSTATE and counted by kind.
 //! - Deliveries that arrive together (up to half the prefetch window) are stored in one
 //!   statement and acknowledged with one ack.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::amqp::{self, BrokerSettings, Topology};
 use common::backoff::Backoff;
-use common::db::Database;
+use common::db::{Database, Failure};
 use common::health::Check;
 use common::metrics::Metrics;
 use common::order::Order;
@@ -40,8 +44,8 @@ pub struct ConsumerMetrics {
     stored: IntCounter,
     /// Redelivered orders that were already stored.
     duplicates: IntCounter,
-    /// Inserts retried after a transient database error.
-    database_retries: IntCounter,
+    /// Inserts retried, by the kind of failure ([`Failure::label`]).
+    database_retries: IntCounterVec,
     /// From a batch's arrival to its acknowledgement.
     batch_seconds: Histogram,
     batch_size: Histogram,
@@ -65,10 +69,23 @@ impl ConsumerMetrics {
                 "billing_duplicates_total",
                 "Redelivered orders that were already stored",
             ),
-            database_retries: counter(
-                "billing_database_retries_total",
-                "Inserts retried after a transient database error",
-            ),
+            database_retries: {
+                let retries = metrics.register(
+                    IntCounterVec::new(
+                        Opts::new(
+                            "billing_database_retries_total",
+                            "Inserts retried because the database could not store the orders, \
+                             by kind of failure",
+                        ),
+                        &["reason"],
+                    )
+                    .expect("valid metric definition"),
+                );
+                for failure in Failure::ALL {
+                    retries.with_label_values(&[failure.label()]);
+                }
+                retries
+            },
             batch_seconds: metrics.register(
                 Histogram::with_opts(
                     HistogramOpts::new(
@@ -102,7 +119,7 @@ impl ConsumerMetrics {
 enum Stored {
     /// Committed; this many rows were new.
     Committed(u64),
-    /// The database refused the data itself: retrying cannot help.
+    /// The database refused the orders' values themselves: retrying cannot help.
     Rejected(sqlx::Error),
     /// Shutdown came while waiting to retry.
     Interrupted,
@@ -115,6 +132,8 @@ pub struct Consumer {
     pub metrics: ConsumerMetrics,
     /// True while a consumer is registered with the broker; read by `/ready`.
     pub consuming: Arc<AtomicBool>,
+    /// Why inserts are failing, while they are; read by `/ready`.
+    pub storing: Storing,
     pub shutdown: CancellationToken,
 }
 
@@ -236,23 +255,44 @@ impl Consumer {
         Ok(true)
     }
 
-    /// Inserts `orders`, retrying transient failures with backoff until shutdown.
+    /// Inserts `orders`, retrying with capped backoff until shutdown unless the database
+    /// refuses their values.
     async fn store(&self, orders: &[Order]) -> Stored {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
-            let failure = match self.database.pool() {
+            let (failure, sqlstate, detail) = match self.database.pool() {
                 Ok(pool) => match db::insert_orders(pool, orders).await {
-                    Ok(new) => return Stored::Committed(new),
-                    Err(err) if !common::db::is_transient(&err) => return Stored::Rejected(err),
-                    Err(err) => err.to_string(),
+                    Ok(new) => {
+                        self.storing.works();
+                        return Stored::Committed(new);
+                    }
+                    Err(err) if db::refuses_values(&err) => {
+                        self.storing.works();
+                        return Stored::Rejected(err);
+                    }
+                    Err(err) => (
+                        Failure::of(&err),
+                        common::db::sqlstate(&err),
+                        err.to_string(),
+                    ),
                 },
-                Err(not_ready) => not_ready.to_string(),
+                Err(not_ready) => (Failure::Unavailable, None, not_ready.to_string()),
             };
-            self.metrics.database_retries.inc();
+            let cause = match &sqlstate {
+                Some(code) => format!("SQLSTATE {code}, {}: {detail}", failure.label()),
+                None => format!("{}: {detail}", failure.label()),
+            };
+            self.storing.fails(&cause);
+            self.metrics
+                .database_retries
+                .with_label_values(&[failure.label()])
+                .inc();
             let delay = backoff.next_delay();
             tracing::warn!(
                 orders = orders.len(),
-                "cannot store orders ({failure}); they stay unacknowledged, retrying in {delay:.1?}"
+                reason = failure.label(),
+                sqlstate = sqlstate.as_deref().unwrap_or(""),
+                "cannot store orders ({cause}); they stay unacknowledged, retrying in {delay:.1?}"
             );
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
@@ -301,6 +341,39 @@ impl Consumer {
         }
         self.metrics.settled("requeued", deliveries.len());
         Ok(false)
+    }
+}
+
+/// Whether the consumer's inserts are failing, and why; `/ready` is false meanwhile, since
+/// `SELECT 1` may well succeed on a database that cannot store (read-only, a revoked grant).
+#[derive(Clone, Default)]
+pub struct Storing(Arc<Mutex<Option<String>>>);
+
+impl Storing {
+    /// The readiness check for storing orders.
+    pub fn readiness(&self) -> Check {
+        let state = self.clone();
+        Check::new("storage", move || {
+            let failing = state.failing();
+            async move {
+                match failing {
+                    Some(cause) => Err(format!("cannot store orders: {cause}")),
+                    None => Ok(()),
+                }
+            }
+        })
+    }
+
+    fn fails(&self, cause: &str) {
+        *self.0.lock().expect("storing lock") = Some(cause.to_owned());
+    }
+
+    fn works(&self) {
+        *self.0.lock().expect("storing lock") = None;
+    }
+
+    fn failing(&self) -> Option<String> {
+        self.0.lock().expect("storing lock").clone()
     }
 }
 

@@ -1,6 +1,7 @@
 //! Every SQL statement of billing-app.
 
 use chrono::{DateTime, Utc};
+use common::db::Failure;
 use common::order::Order;
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -39,6 +40,16 @@ pub async fn insert_orders(pool: &PgPool, orders: &[Order]) -> sqlx::Result<u64>
     Ok(result.rows_affected())
 }
 
+/// Whether the database refused the orders' values themselves (SQLSTATE classes 22 and 23), so
+/// that storing the same orders again can never succeed. A duplicate order id is the
+/// exception: it is a redelivery racing its twin, which the next attempt's `ON CONFLICT`
+/// skips.
+pub fn refuses_values(err: &sqlx::Error) -> bool {
+    let duplicate_id = matches!(err, sqlx::Error::Database(db)
+        if db.code().as_deref() == Some("23505") && db.constraint() == Some("orders_pkey"));
+    Failure::of(err) == Failure::Data && !duplicate_id
+}
+
 /// The newest orders first, optionally of one user.
 pub async fn list_orders(
     pool: &PgPool,
@@ -64,4 +75,43 @@ pub async fn find_order(pool: &PgPool, order_id: Uuid) -> sqlx::Result<Option<St
     .bind(order_id)
     .fetch_optional(pool)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use testkit::TestDatabase;
+
+    async fn insert(pool: &PgPool, id: Uuid, user_id: i64) -> sqlx::Result<()> {
+        sqlx::query(
+            "INSERT INTO orders (id, user_id, number_of_items, total_amount) VALUES ($1, $2, 1, 1)",
+        )
+        .bind(id)
+        .bind(user_id)
+        .execute(pool)
+        .await
+        .map(drop)
+    }
+
+    #[tokio::test]
+    async fn only_values_the_schema_refuses_are_refused_values() {
+        let db = TestDatabase::create().await;
+        let pool = db.pool().await;
+        sqlx::migrate!().run(&pool).await.expect("migrate");
+        let id = Uuid::new_v4();
+        insert(&pool, id, 1).await.expect("a first insert");
+
+        let broken_check = insert(&pool, Uuid::new_v4(), 0).await.unwrap_err();
+        assert!(refuses_values(&broken_check), "{broken_check}");
+        let duplicate_id = insert(&pool, id, 1).await.unwrap_err();
+        assert!(!refuses_values(&duplicate_id), "{duplicate_id}");
+
+        sqlx::query("ALTER TABLE orders RENAME TO gone")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let missing_table = insert(&pool, Uuid::new_v4(), 1).await.unwrap_err();
+        assert!(!refuses_values(&missing_table), "{missing_table}");
+        pool.close().await;
+    }
 }

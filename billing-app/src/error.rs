@@ -22,8 +22,12 @@ impl IntoResponse for ApiError {
         let error = match self {
             Self::BadRequest(message) => JsonError::new(StatusCode::BAD_REQUEST, message),
             Self::OrderNotFound(_) => JsonError::new(StatusCode::NOT_FOUND, self.to_string()),
-            Self::NotReady(not_ready) => not_ready.into(),
-            Self::Database(err) => db::error_response(&err),
+            Self::NotReady(not_ready) => JsonError::dependency(true, not_ready.to_string()),
+            Self::Database(err) => {
+                tracing::error!("database error: {err}");
+                let retryable = db::is_transient(&err);
+                JsonError::dependency(retryable, "the database is unavailable; retry later")
+            }
         };
         error.into_response()
     }

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::Settings;
-use crate::consumer::{Consumer, ConsumerMetrics};
+use crate::consumer::{Consumer, ConsumerMetrics, Storing};
 use crate::routes;
 
 /// The schema, embedded in the binary and applied at start.
@@ -35,7 +35,12 @@ pub async fn serve(
     let db = Database::new(&database);
     let metrics = Metrics::new();
     let consuming = Arc::new(AtomicBool::new(false));
-    let checks = vec![db.readiness(), Consumer::readiness(consuming.clone())];
+    let storing = Storing::default();
+    let checks = vec![
+        db.readiness(),
+        Consumer::readiness(consuming.clone()),
+        storing.readiness(),
+    ];
     let app = server::app(
         routes::router(db.clone()).merge(health::routes(checks, metrics.clone())),
         metrics.clone(),
@@ -48,6 +53,7 @@ pub async fn serve(
         prefetch,
         metrics: ConsumerMetrics::register(&metrics),
         consuming,
+        storing,
         shutdown: shutdown.clone(),
     };
     let consuming = tokio::spawn(async move {

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::uri::{AMQPAuthority, AMQPQueryString, AMQPScheme, AMQPUri, AMQPUserInfo};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -88,10 +89,42 @@ impl fmt::Debug for BrokerSettings {
 /// `billing_queue` is a durable quorum queue whose rejected messages go through the exchange
 /// `billing_queue.dlx` to the durable queue `billing_queue.dead-letter`, where they wait for a
 /// human. Publishers use the default exchange with the queue's name as routing key.
+///
+/// Dead-lettering is *at-least-once*: the order queue keeps a dead-lettered message until the
+/// dead-letter queue has confirmed it, so a message dead-lettered while that queue is missing
+/// or unavailable waits (the broker retries every few minutes) instead of being dropped, as
+/// the default at-most-once strategy would. RabbitMQ requires `x-overflow: reject-publish`
+/// for it (no length limit is set, so nothing is ever rejected for length).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
     pub queue: String,
 }
+
+/// `x-delivery-limit` of both queues: how many failed deliveries of a message the broker
+/// tolerates before it dead-letters the message (from the order queue, to the dead-letter
+/// queue) or drops it (from the dead-letter queue, which has no dead-letter exchange).
+///
+/// Why 1000 and not RabbitMQ 4's default of 20. What counts as a failed delivery (RabbitMQ
+/// 4.3's quorum queues; checked in its `rabbit_fifo` and on 3.10 with `x-delivery-count`):
+/// every delivery still unacknowledged when its consumer's channel closes, cleanly or not
+/// (billing-app's SIGTERM returns what it prefetched that way, a crash, SIGKILL, OOM or lost
+/// connection likewise), and a `basic.reject` with requeue. A `basic.nack` with requeue counts
+/// on RabbitMQ 3.x and 4.0 to 4.2 (which limited the acquired count), not on 4.3, nor does a
+/// consumer timeout on 4.3. billing-app never needs the broker to give up on a message: it
+/// dead-letters what can never be stored itself, and holds deliveries unacknowledged while
+/// the database cannot store them, so a count only grows when billing-app stops or crashes
+/// while holding the message, up to `BILLING_PREFETCH` (1000) messages at a time. With 20,
+/// twenty restarts during a database outage, or twenty rounds of a crash loop (minutes under
+/// Compose's restart back-off, about an hour under Kubernetes'), would dead-letter valid
+/// orders. With 1000 it takes days of an unattended crash loop (at Kubernetes' 5-minute cap,
+/// three and a half), while the limit still stops a message that crashes every consumer from
+/// looping for ever; and thanks to at-least-once such a message goes to the dead-letter queue,
+/// never away. Unlimited (`-1` on RabbitMQ 4) is not an option: RabbitMQ 3.x reads `-1` as
+/// "dead-letter at the first return" (verified on 3.10.8).
+///
+/// The dead-letter queue gets the same limit so that people browsing it and requeueing (the
+/// management UI's "reject, requeue" counts) cannot make RabbitMQ 4 drop a message after 20.
+pub const DELIVERY_LIMIT: i64 = 1000;
 
 impl Topology {
     pub fn dead_letter_exchange(&self) -> String {
@@ -104,14 +137,18 @@ impl Topology {
 
     /// Declares everything; idempotent, so both services call it on every (re)connection and
     /// whichever starts first creates the topology.
+    ///
+    /// A queue that exists with other arguments (declared by an older version) makes the
+    /// broker refuse with PRECONDITION_FAILED; that is logged as an error saying what to do
+    /// (README.md, "Upgrading the queues") and returned, so the caller keeps retrying.
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
         let quorum = |extra: &[(&str, AMQPValue)]| {
             let mut args = FieldTable::default();
             args.insert("x-queue-type".into(), string("quorum"));
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongLongInt(DELIVERY_LIMIT),
+            );
             for (key, value) in extra {
                 args.insert((*key).into(), value.clone());
             }
@@ -131,9 +168,7 @@ impl Topology {
                 FieldTable::default(),
             )
             .await?;
-        channel
-            .queue_declare(dlq.as_str().into(), durable, quorum(&[]))
-            .await?;
+        declare_queue(channel, &dlq, quorum(&[])).await?;
         channel
             .queue_bind(
                 dlq.as_str().into(),
@@ -143,18 +178,39 @@ impl Topology {
                 FieldTable::default(),
             )
             .await?;
-        channel
-            .queue_declare(
-                self.queue.as_str().into(),
-                durable,
-                quorum(&[
-                    ("x-dead-letter-exchange", string(&dlx)),
-                    ("x-dead-letter-routing-key", string(&self.queue)),
-                ]),
-            )
-            .await?;
-        Ok(())
+        let queue_args = quorum(&[
+            ("x-dead-letter-exchange", string(&dlx)),
+            ("x-dead-letter-routing-key", string(&self.queue)),
+            ("x-dead-letter-strategy", string("at-least-once")),
+            ("x-overflow", string("reject-publish")),
+        ]);
+        declare_queue(channel, &self.queue, queue_args).await
     }
+}
+
+/// Declares a durable queue; see [`Topology::declare`] for a refusal.
+async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> lapin::Result<()> {
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    let declared = channel.queue_declare(name.into(), durable, args).await;
+    if let Err(err) = &declared
+        && let lapin::ErrorKind::ProtocolError(refusal) = err.kind()
+        && matches!(
+            refusal.kind(),
+            AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
+        )
+    {
+        tracing::error!(
+            queue = name,
+            "queue {name} exists with other arguments than this version declares ({}): it was \
+             declared by an older version; drain it, delete it and restart (README.md, \
+             \"Upgrading the queues\")",
+            refusal.get_message()
+        );
+    }
+    declared.map(drop)
 }
 
 fn string(value: &str) -> AMQPValue {

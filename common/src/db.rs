@@ -1,5 +1,6 @@
 //! PostgreSQL for the services that own a database: settings, a bounded pool, migrations
-//! applied at start with retries, readiness, and telling transient errors from permanent ones.
+//! applied at start with retries, readiness, and what a failed statement says about retrying
+//! it ([`Failure`]). Mapping failures to HTTP answers is each service's own business.
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,8 +15,6 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::config::{ConfigError, Env};
 use crate::health::Check;
-use crate::http::JsonError;
-use axum::http::StatusCode;
 
 /// Where a service's database is and how many connections it may hold.
 #[derive(Clone)]
@@ -79,7 +78,7 @@ impl fmt::Debug for DatabaseSettings {
 }
 
 /// The database is not usable yet: it has not answered since the service started, so the
-/// schema may be missing. Handlers answer 503 for it.
+/// schema may be missing. Handlers answer 503 for it; a consumer waits.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the database is not ready yet")]
 pub struct NotReady;
@@ -185,53 +184,159 @@ impl Database {
     }
 }
 
-/// The answer to a failed query: 503 when retrying later may succeed, 500 otherwise. The
-/// details go to the log, never to the client.
-pub fn error_response(err: &sqlx::Error) -> JsonError {
-    tracing::error!("database error: {err}");
-    if is_transient(err) {
-        JsonError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the database is unavailable; retry later",
-        )
-    } else {
-        JsonError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-    }
-}
-
-impl From<NotReady> for JsonError {
-    fn from(not_ready: NotReady) -> Self {
-        JsonError::new(StatusCode::SERVICE_UNAVAILABLE, not_ready.to_string())
-    }
-}
-
 /// PostgreSQL's "database does not exist" (SQLSTATE 3D000).
 fn is_missing_database(err: &sqlx::migrate::MigrateError) -> bool {
     matches!(err, sqlx::migrate::MigrateError::Execute(sqlx::Error::Database(db))
         if db.code().as_deref() == Some("3D000"))
 }
 
-/// Whether retrying the same statement later may succeed: the database is unreachable,
-/// overloaded, restarting, or the transaction lost a race. Anything else (bad data, a broken
-/// constraint, a bug) fails the same way every time.
+/// What a failed statement says about trying it again, in a few fixed kinds (also the
+/// values of a metric label).
+///
+/// Only [`Failure::Data`] is the data's fault: the same values fail the same way every time.
+/// Every other kind is about the database, its configuration or the code, and may end without
+/// any change to the data: a server coming back, a grant restored, a disk freed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No usable connection: the server is unreachable, restarting or shutting down, or the
+    /// pool had no free connection in time (SQLSTATE classes 08 and 57P, I/O errors).
+    Unavailable,
+    /// The server is out of resources: disk full, out of memory, too many connections (53).
+    Resources,
+    /// The transaction lost a race: a serialization failure or a deadlock (40001, 40P01).
+    Conflict,
+    /// The statement was cancelled, or ran into `statement_timeout` (57014).
+    Cancelled,
+    /// The database, or the session, is read-only (25006).
+    ReadOnly,
+    /// The role lacks a privilege (42501).
+    Privilege,
+    /// The statement does not fit the schema: a missing table or column, a syntax error
+    /// (the rest of class 42).
+    Schema,
+    /// The data breaks a rule: a value out of range, a broken constraint (classes 22 and 23).
+    Data,
+    /// Anything else.
+    Other,
+}
+
+impl Failure {
+    /// Every kind, for pre-registering metric labels.
+    pub const ALL: [Self; 9] = [
+        Self::Unavailable,
+        Self::Resources,
+        Self::Conflict,
+        Self::Cancelled,
+        Self::ReadOnly,
+        Self::Privilege,
+        Self::Schema,
+        Self::Data,
+        Self::Other,
+    ];
+
+    pub fn of(err: &sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::BeginFailed => Self::Unavailable,
+            sqlx::Error::Database(db) => match db.code() {
+                Some(code) => Self::of_sqlstate(&code),
+                None => Self::Other,
+            },
+            _ => Self::Other,
+        }
+    }
+
+    fn of_sqlstate(code: &str) -> Self {
+        match code {
+            "40001" | "40P01" => Self::Conflict,
+            "57014" => Self::Cancelled,
+            "25006" => Self::ReadOnly,
+            "42501" => Self::Privilege,
+            _ if code.starts_with("08") || code.starts_with("57P") => Self::Unavailable,
+            _ if code.starts_with("53") => Self::Resources,
+            _ if code.starts_with("42") => Self::Schema,
+            _ if code.starts_with("22") || code.starts_with("23") => Self::Data,
+            _ => Self::Other,
+        }
+    }
+
+    /// Whether the database itself is expected to recover on its own, soon: what an HTTP
+    /// API answers 503 (rather than 500) for.
+    pub fn is_transient(self) -> bool {
+        matches!(self, Self::Unavailable | Self::Resources | Self::Conflict)
+    }
+
+    /// The metric label: snake case, from this fixed set.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Unavailable => "unavailable",
+            Self::Resources => "resources",
+            Self::Conflict => "conflict",
+            Self::Cancelled => "cancelled",
+            Self::ReadOnly => "read_only",
+            Self::Privilege => "privilege",
+            Self::Schema => "schema",
+            Self::Data => "data",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// Whether retrying the same statement soon may succeed: the database is unreachable,
+/// overloaded, restarting, or the transaction lost a race (see [`Failure::is_transient`]).
 pub fn is_transient(err: &sqlx::Error) -> bool {
+    Failure::of(err).is_transient()
+}
+
+/// The SQLSTATE of an error the server returned, e.g. `25006`.
+pub fn sqlstate(err: &sqlx::Error) -> Option<String> {
     match err {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::BeginFailed => true,
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // 08: connection exception, 53: insufficient resources, 57P: operator
-            // intervention (shutdown, restart), 40001/40P01: serialization failure, deadlock.
-            code.starts_with("08")
-                || code.starts_with("53")
-                || code.starts_with("57P")
-                || code == "40001"
-                || code == "40P01"
-        }),
-        _ => false,
+        sqlx::Error::Database(db) => db.code().map(|code| code.into_owned()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_are_classified() {
+        for (code, failure) in [
+            ("08006", Failure::Unavailable),
+            ("57P01", Failure::Unavailable),
+            ("53100", Failure::Resources),
+            ("40001", Failure::Conflict),
+            ("40P01", Failure::Conflict),
+            ("57014", Failure::Cancelled),
+            ("25006", Failure::ReadOnly),
+            ("42501", Failure::Privilege),
+            ("42P01", Failure::Schema),
+            ("22003", Failure::Data),
+            ("23505", Failure::Data),
+            ("23514", Failure::Data),
+            ("XX000", Failure::Other),
+        ] {
+            assert_eq!(Failure::of_sqlstate(code), failure, "{code}");
+        }
+    }
+
+    #[test]
+    fn only_unavailable_overloaded_or_racing_databases_are_transient() {
+        let transient: Vec<_> = Failure::ALL
+            .into_iter()
+            .filter(|f| f.is_transient())
+            .collect();
+        assert_eq!(
+            transient,
+            [Failure::Unavailable, Failure::Resources, Failure::Conflict]
+        );
+        assert!(is_transient(&sqlx::Error::PoolTimedOut));
+        assert!(!is_transient(&sqlx::Error::RowNotFound));
     }
 }

@@ -48,6 +48,17 @@ impl JsonError {
             message: message.into(),
         }
     }
+
+    /// A failure of one of the service's own dependencies, whose details belong in the log,
+    /// never to the client: 503 with `message` when retrying later may succeed, else a bare
+    /// 500.
+    pub fn dependency(retryable: bool, message: impl Into<String>) -> Self {
+        if retryable {
+            Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+        } else {
+            Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+        }
+    }
 }
 
 #[derive(Serialize)]

@@ -27,8 +27,12 @@ impl IntoResponse for ApiError {
             Self::InvalidId(_) => JsonError::new(StatusCode::BAD_REQUEST, self.to_string()),
             Self::Invalid(message) => JsonError::new(StatusCode::UNPROCESSABLE_ENTITY, message),
             Self::MovieNotFound(_) => JsonError::new(StatusCode::NOT_FOUND, self.to_string()),
-            Self::NotReady(not_ready) => not_ready.into(),
-            Self::Database(err) => db::error_response(&err),
+            Self::NotReady(not_ready) => JsonError::dependency(true, not_ready.to_string()),
+            Self::Database(err) => {
+                tracing::error!("database error: {err}");
+                let retryable = db::is_transient(&err);
+                JsonError::dependency(retryable, "the database is unavailable; retry later")
+            }
         };
         error.into_response()
     }

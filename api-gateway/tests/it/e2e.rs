@@ -111,6 +111,14 @@ async fn the_acceptance_scenario_end_to_end() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(order["user_id"], 20);
+    // Every error is JSON, even for an id that is not text once percent-decoded.
+    let (status, error) =
+        json_of(reqwest::get(api("/api/billing/orders/%FF")).await.unwrap()).await;
+    assert_eq!(status, 400);
+    assert!(
+        error["error"].as_str().unwrap().contains("order_id"),
+        "{error}"
+    );
     assert_eq!(queue.depth().await, 0);
     billing.stop().await;
 }

@@ -1,5 +1,6 @@
 //! `GET /api/orders` and `GET /api/orders/{order_id}`: what has been stored.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use common::db::Database;
 use common::http::{Json, Query};
@@ -49,10 +50,18 @@ pub async fn list(
     Ok(Json(orders))
 }
 
+/// One order. The id is taken as text (a segment that is not even UTF-8 once decoded, like
+/// `%FF`, gets our JSON 400 rather than axum's plain-text one) and parsed here.
 pub async fn show(
     State(database): State<Database>,
-    Path(raw): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<StoredOrder>, ApiError> {
+    let Path(raw) = path.map_err(|rejection| {
+        ApiError::BadRequest(format!(
+            "order_id must be a UUID: {}",
+            rejection.body_text()
+        ))
+    })?;
     let order_id = Uuid::parse_str(&raw)
         .map_err(|_| ApiError::BadRequest(format!("order_id must be a UUID, got {raw:?}")))?;
     db::find_order(database.pool()?, order_id)

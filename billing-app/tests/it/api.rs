@@ -124,6 +124,9 @@ async fn bad_parameters_are_400() {
         "/api/orders?limit=100000",
         "/api/orders/not-a-uuid",
         "/api/orders/123",
+        // Not even text once percent-decoded: axum's own rejection would be text/plain.
+        "/api/orders/%FF",
+        "/api/orders/%FF/",
     ] {
         let (status, body) = app.get(query).await;
         assert_eq!(status, 400, "{query}");

@@ -175,7 +175,12 @@ async fn a_database_outage_keeps_orders_queued_then_stores_them_once() {
         .await;
     wait_for_ready(&service, 503).await;
     eventually(Duration::from_secs(10), "a retried insert", || async {
-        metric(&service, "billing_database_retries_total").await >= 2.0
+        metric(
+            &service,
+            r#"billing_database_retries_total{reason="unavailable"}"#,
+        )
+        .await
+            >= 2.0
     })
     .await;
     assert_eq!(

@@ -5,11 +5,15 @@
 mod api;
 mod consumer;
 mod hostile;
+mod storage;
+mod topology;
 
 use std::time::Duration;
 
 use common::order::Order;
 use rust_decimal::Decimal;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 use testkit::{ServiceProcess, TestDatabase, TestQueue, eventually};
 use uuid::Uuid;
 
@@ -96,4 +100,76 @@ async fn metric(service: &ServiceProcess, sample: &str) -> f64 {
     text.lines()
         .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// A superuser session on the test database's server, outside the test database (which
+/// may be read-only).
+async fn server(db: &TestDatabase) -> PgConnection {
+    connect(db.settings().connect_options().database("postgres")).await
+}
+
+/// A superuser session in the test database.
+async fn inside(db: &TestDatabase) -> PgConnection {
+    connect(db.settings().connect_options()).await
+}
+
+async fn connect(options: PgConnectOptions) -> PgConnection {
+    PgConnection::connect_with(&options)
+        .await
+        .expect("connect to PostgreSQL")
+}
+
+async fn sql(conn: &mut PgConnection, statement: &str) {
+    conn.execute(AssertSqlSafe(statement.to_owned()))
+        .await
+        .unwrap_or_else(|err| panic!("{statement}: {err}"));
+}
+
+/// The backend of an insert into `orders` waiting for a lock in `db`, within `limit`.
+async fn waiting_insert(
+    conn: &mut PgConnection,
+    db: &TestDatabase,
+    limit: Duration,
+) -> Option<i32> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' \
+             AND query LIKE 'INSERT INTO orders%' LIMIT 1",
+        )
+        .bind(db.name())
+        .fetch_optional(&mut *conn)
+        .await
+        .expect("look for a waiting insert");
+        if pid.is_some() {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Ends a backend and waits until it is gone.
+async fn terminate_backend(conn: &mut PgConnection, pid: i32) {
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(&mut *conn)
+        .await
+        .expect("terminate a backend");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
+            .bind(pid)
+            .fetch_one(&mut *conn)
+            .await
+            .expect("look for the backend");
+        if left == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "backend {pid} outlived its termination"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
