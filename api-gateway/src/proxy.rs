@@ -7,7 +7,7 @@
 //! and never reads proxy settings from the environment, so the gateway only ever talks to the
 //! configured service, over pooled keep-alive connections.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -180,18 +180,40 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// Appends the client to `X-Forwarded-For` and records the original scheme and host. The
 /// `Host` header is removed so that the client library sets the upstream's own.
 fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr) {
-    let client_ip = client.ip().to_string();
+    let client_ip = ip_text(client.ip());
     let forwarded_for = match headers.get(X_FORWARDED_FOR).map(HeaderValue::to_str) {
-        Some(Ok(earlier)) => format!("{earlier}, {client_ip}"),
-        _ => client_ip,
+        Some(Ok(earlier)) => HeaderValue::from_str(&format!("{earlier}, {client_ip}")),
+        _ => HeaderValue::from_str(&client_ip),
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    if let Ok(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR, value);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Some(host) = headers.remove(header::HOST) {
         headers.insert(X_FORWARDED_HOST, host);
     }
+}
+
+/// An address as text. IPv4, the common case, is written by hand: this runs on every forwarded
+/// request, and the formatting machinery was a visible part of its cost.
+fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (index, octet) in v4.octets().into_iter().enumerate() {
+        if index > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -221,6 +243,20 @@ mod tests {
         let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
         left.sort_unstable();
         assert_eq!(left, ["content-type", "x-kept"]);
+    }
+
+    #[test]
+    fn addresses_are_written_as_usual() {
+        for ip in [
+            "0.0.0.0",
+            "10.1.2.3",
+            "127.0.0.1",
+            "192.168.100.255",
+            "::1",
+            "2001:db8::7",
+        ] {
+            assert_eq!(ip_text(ip.parse().unwrap()), ip);
+        }
     }
 
     #[test]
