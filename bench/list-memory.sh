@@ -27,8 +27,8 @@ PORT=${PORT:-18180}
 DB=bench_list_memory_$$
 OUT=bench/out/list-memory
 URL=http://127.0.0.1:$PORT/api/movies
-APP_PID=
-SAMPLER_PID=
+APP_PID=''
+SAMPLER_PID=''
 CLIENT_PIDS=()
 
 log() { printf '[list-memory] %s\n' "$*" >&2; }
@@ -51,7 +51,7 @@ status_kib() {
 stop_app() {
   for pid in "${CLIENT_PIDS[@]}" $SAMPLER_PID $APP_PID; do kill "$pid" 2>/dev/null || true; done
   for pid in "${CLIENT_PIDS[@]}" $SAMPLER_PID $APP_PID; do wait "$pid" 2>/dev/null || true; done
-  CLIENT_PIDS=() SAMPLER_PID= APP_PID=
+  CLIENT_PIDS=() SAMPLER_PID='' APP_PID=''
 }
 cleanup() {
   stop_app
@@ -105,6 +105,7 @@ for binary in "$@"; do
   [ -n "$ready" ] || die "$binary did not become ready; see $OUT/$name.log"
 
   rm -f "$OUT/peak.txt"
+  idle_kib=$(status_kib "$APP_PID" VmRSS)
   # One request checked in full before the load: the whole table, in id order, valid JSON.
   curl -fsS -o "$OUT/list.json" "$URL"
   python3 - "$OUT/list.json" "$ROWS" <<'PY' || die "the list is wrong"
@@ -115,7 +116,6 @@ assert len(ids) == int(sys.argv[2]), f"{len(ids)} movies, expected {sys.argv[2]}
 assert ids == sorted(ids), "not in id order"
 PY
   body_bytes=$(stat -c %s "$OUT/list.json")
-  idle_kib=$(status_kib "$APP_PID" VmRSS)
 
   (
     peak=0
@@ -139,7 +139,7 @@ PY
   sleep 0.3 # the sampler's last look
   kill "$SAMPLER_PID" 2>/dev/null || true
   wait "$SAMPLER_PID" 2>/dev/null || true
-  SAMPLER_PID=
+  SAMPLER_PID=''
 
   peak_kib=$(cat "$OUT/peak.txt")
   hwm_kib=$(status_kib "$APP_PID" VmHWM)

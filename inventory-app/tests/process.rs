@@ -131,12 +131,12 @@ async fn a_database_outage_in_the_middle_of_a_list_breaks_the_response_and_is_lo
         async move { http.get(url).send().await.is_ok_and(|r| r.status() == 200) }
     })
     .await;
-    // ~40 MB of JSON: far more than the socket buffers between the service and this client can
+    // ~80 MB of JSON: far more than the socket buffers between the service and this client can
     // hold, so the service is still reading pages from the database when it is cut off.
     let pool = db.pool().await;
     sqlx::query(
         "INSERT INTO movies (title, description) \
-         SELECT 'Movie ' || i, repeat('x', 4000) FROM generate_series(1, 10000) AS i",
+         SELECT 'Movie ' || i, repeat('x', 4000) FROM generate_series(1, 20000) AS i",
     )
     .execute(&pool)
     .await
