@@ -5,16 +5,29 @@ use sqlx::PgPool;
 
 use crate::model::Movie;
 
-/// All movies in id order, or those whose title contains `title_part`, ignoring case.
+/// One page of `GET /api/movies`: up to `limit` movies with an id of at least `from`, in id
+/// order, optionally only those whose title contains `title_part`, ignoring case.
+///
+/// Keyset pagination: the next page starts after the last id of this one, so every page is an
+/// index range scan of its own (no OFFSET re-reading the rows before it), each statement runs
+/// on its own pooled connection and in its own implicit transaction, and rows added or deleted
+/// between pages never shift a page boundary.
 ///
 /// `strpos` matches the text literally, so `%`, `_` and `\` in the filter need no escaping.
-pub async fn list(pool: &PgPool, title_part: Option<&str>) -> sqlx::Result<Vec<Movie>> {
+pub async fn list_page(
+    pool: &PgPool,
+    title_part: Option<&str>,
+    from: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<Movie>> {
     sqlx::query_as(
         "SELECT id, title, description FROM movies \
-         WHERE $1::text IS NULL OR strpos(lower(title), lower($1)) > 0 \
-         ORDER BY id",
+         WHERE id >= $2 AND ($1::text IS NULL OR strpos(lower(title), lower($1)) > 0) \
+         ORDER BY id LIMIT $3",
     )
     .bind(title_part)
+    .bind(from)
+    .bind(limit)
     .fetch_all(pool)
     .await
 }

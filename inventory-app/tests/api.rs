@@ -546,3 +546,138 @@ async fn an_exhausted_pool_answers_503_quickly_instead_of_hanging() {
     lock.rollback().await.unwrap();
     assert_eq!(stuck.await.unwrap(), StatusCode::OK);
 }
+
+/// Inserts `count` movies straight into the database (many pages' worth in one statement);
+/// titles are "Fizz N" for every third N and "Plain N" otherwise.
+async fn insert_many(app: &TestApp, count: i64) {
+    let pool = app.db.pool().await;
+    sqlx::query(
+        "INSERT INTO movies (title, description) \
+         SELECT CASE WHEN i % 3 = 0 THEN 'Fizz ' ELSE 'Plain ' END || i, 'Description ' || i \
+         FROM generate_series(1, $1) AS i",
+    )
+    .bind(count)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+}
+
+/// The stored rows as the API shows them.
+fn as_json(rows: &[(i64, String, String)]) -> Value {
+    rows.iter()
+        .map(|(id, title, description)| json!({"id": id, "title": title, "description": description}))
+        .collect()
+}
+
+/// The body of a 200 `GET`, checked to be a JSON document.
+async fn list_body(app: &TestApp, query: &[(&str, &str)]) -> Value {
+    let response = app
+        .http
+        .get(app.url("/api/movies/"))
+        .query(query)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let text = response.text().await.expect("the whole body arrives");
+    serde_json::from_str(&text).expect("the body is one valid JSON document")
+}
+
+#[tokio::test]
+async fn a_list_of_many_pages_comes_back_complete_in_id_order() {
+    let app = spawn_app().await;
+    insert_many(&app, 10_000).await;
+    // Gaps in the ids, and ids out of the identity sequence's range at both ends: a page
+    // boundary must follow the ids, not count rows.
+    let pool = app.db.pool().await;
+    sqlx::query("DELETE FROM movies WHERE id % 7 = 0 OR id BETWEEN 1000 AND 1600")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO movies (id, title) VALUES (-9223372036854775808, 'Lowest'), (0, 'Zero'), \
+         (9223372036854775807, 'Highest')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    // The audit's step: the movie added last is in the list.
+    let added = app.create("A new movie", "Very short description").await;
+
+    let listed = list_body(&app, &[]).await;
+    let stored = app.stored().await;
+    assert!(stored.len() > 7_000, "several pages of movies");
+    assert_eq!(listed, as_json(&stored), "every movie, once, in id order");
+    assert!(listed.as_array().unwrap().contains(&added));
+    assert_eq!(listed[0]["title"], "Lowest");
+    assert_eq!(listed[stored.len() - 1]["title"], "Highest");
+}
+
+#[tokio::test]
+async fn the_title_filter_applies_across_pages() {
+    let app = spawn_app().await;
+    insert_many(&app, 10_000).await;
+
+    let listed = list_body(&app, &[("title", "fIZZ")]).await;
+    let expected: Vec<_> = app
+        .stored()
+        .await
+        .into_iter()
+        .filter(|(_, title, _)| title.starts_with("Fizz "))
+        .collect();
+    assert_eq!(expected.len(), 3_333);
+    assert_eq!(listed, as_json(&expected));
+
+    // A filter that matches nothing in any page is still an array.
+    assert_eq!(list_body(&app, &[("title", "buzz")]).await, json!([]));
+    // And an empty table.
+    app.delete("/api/movies").await;
+    assert_eq!(list_body(&app, &[]).await, json!([]));
+}
+
+#[tokio::test]
+async fn lists_ending_on_either_side_of_a_page_boundary_are_complete() {
+    // Pages are 1000 movies: a list that fills its last page exactly needs one more, empty,
+    // page to end, and one movie more starts a page of its own.
+    let app = spawn_app().await;
+    let mut stored = 0;
+    for length in [999, 1_000, 1_001, 2_000, 2_001] {
+        insert_many(&app, length - stored).await;
+        stored = length;
+        let listed = list_body(&app, &[]).await;
+        assert_eq!(listed, as_json(&app.stored().await), "{length} movies");
+    }
+}
+
+#[tokio::test]
+async fn a_database_outage_before_the_first_byte_is_a_json_503() {
+    let db = TestDatabase::create().await;
+    let mut settings = db.settings();
+    let proxy = testkit::FaultProxy::start(
+        format!("{}:{}", settings.host, settings.port)
+            .parse()
+            .unwrap(),
+    )
+    .await;
+    settings.port = proxy.port();
+    settings.acquire_timeout = Duration::from_millis(500);
+    let app = TestApp {
+        app: start(settings).await,
+        db,
+        http: reqwest::Client::new(),
+    };
+    while app.get("/ready").await.status() != StatusCode::OK {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    insert_many(&app, 1_000).await;
+    assert_eq!(list_body(&app, &[]).await.as_array().unwrap().len(), 1_000);
+
+    proxy.cut();
+    let response = app.get("/api/movies").await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    let message = expect_error(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(message, "the database is unavailable; retry later");
+}

@@ -1,8 +1,10 @@
 //! The real `inventory-app` binary: configured only through environment variables, serving
 //! the audit's requests, and stopping cleanly on SIGTERM.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
-use testkit::{ServiceProcess, TestDatabase, run_to_exit};
+use testkit::{FaultProxy, ServiceProcess, TestDatabase, run_to_exit};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_inventory-app");
 
@@ -102,4 +104,79 @@ async fn config_lists_every_variable_read_with_passwords_hidden() {
         );
     }
     assert!(!output.contains("s3cret"));
+}
+
+#[tokio::test]
+async fn a_database_outage_in_the_middle_of_a_list_breaks_the_response_and_is_logged() {
+    let db = TestDatabase::create().await;
+    let server = db.settings();
+    let proxy = FaultProxy::start(
+        format!("{}:{}", server.host, server.port)
+            .parse()
+            .expect("a socket address"),
+    )
+    .await;
+    let mut env: Vec<(String, String)> = db
+        .env("INVENTORY")
+        .into_iter()
+        .filter(|(name, _)| name != "INVENTORY_DB_PORT")
+        .collect();
+    env.push(("INVENTORY_DB_PORT".into(), proxy.port().to_string()));
+    env.push(("INVENTORY_DB_ACQUIRE_TIMEOUT_SECONDS".into(), "1".into()));
+    env.push(("INVENTORY_APP_PORT".into(), "0".into()));
+    let service = ServiceProcess::start(BINARY, &env).await;
+    let http = reqwest::Client::new();
+    testkit::eventually(Duration::from_secs(10), "inventory-app is ready", || {
+        let (http, url) = (http.clone(), format!("{}/ready", service.url()));
+        async move { http.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await;
+    // ~80 MB of JSON: far more than the socket buffers between the service and this client can
+    // hold, so the service is still reading pages from the database when it is cut off.
+    let pool = db.pool().await;
+    sqlx::query(
+        "INSERT INTO movies (title, description) \
+         SELECT 'Movie ' || i, repeat('x', 4000) FROM generate_series(1, 20000) AS i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let mut response = http
+        .get(format!("{}/api/movies", service.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut received = response
+        .chunk()
+        .await
+        .expect("the first page")
+        .expect("a first chunk")
+        .to_vec();
+    proxy.cut();
+    let ended = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => received.extend_from_slice(&chunk),
+            Ok(None) => break Ok(()),
+            Err(err) => break Err(err),
+        }
+    };
+
+    assert!(
+        ended.is_err(),
+        "the client must see a broken transfer, not a complete one ({} bytes received)",
+        received.len()
+    );
+    assert!(
+        serde_json::from_slice::<Value>(&received).is_err(),
+        "what arrived must not be a valid JSON document"
+    );
+    assert!(received.starts_with(b"[{\"id\":"), "it was the list");
+    testkit::eventually(Duration::from_secs(5), "the cut is logged", || {
+        let logged = service.output().contains("GET /api/movies cut");
+        async move { logged }
+    })
+    .await;
 }

@@ -2,6 +2,8 @@
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use common::db::Database;
 use common::http::{Json, Query};
 use serde::{Deserialize, Serialize};
@@ -9,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::db;
 use crate::error::ApiError;
 use crate::model::{self, Movie};
+use crate::movie_list::MovieList;
 
 /// `GET /api/movies?title=...` query parameters.
 #[derive(Deserialize)]
@@ -52,16 +55,25 @@ impl<S: Send + Sync> FromRequestParts<S> for MovieId {
     }
 }
 
+/// The JSON array of movies in id order, streamed page by page (see [`MovieList`]): memory
+/// per request stays at a page however large the table is.
 pub async fn list(
     State(database): State<Database>,
     Query(params): Query<ListParams>,
-) -> Result<Json<Vec<Movie>>, ApiError> {
+) -> Result<Response, ApiError> {
     let filter = params.title.filter(|t| !t.is_empty());
     if let Some(part) = &filter {
         model::no_nul("title", part)?;
     }
-    let movies = db::list(database.pool()?, filter.as_deref()).await?;
-    Ok(Json(movies))
+    let list = MovieList::start(database.pool()?.clone(), filter).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        list.into_body(),
+    )
+        .into_response())
 }
 
 /// Answers 200 (not 201) with the created movie, as the API contract says.
