@@ -225,7 +225,9 @@ pub async fn connect(settings: &BrokerSettings, name: &str) -> lapin::Result<Con
 
 /// Runs `session` on a fresh connection, again and again, until `shutdown` is cancelled.
 ///
-/// Connection failures are logged and retried with exponential backoff. `session` owns the
+/// Connection failures are logged and retried with exponential backoff capped at about a
+/// second ([`Backoff::for_reconnects`]), so that the service is back soon after the broker
+/// is, however long the outage lasted. `session` owns the
 /// connection while it lasts: it opens its channels, does its work, and returns when the
 /// connection fails (an `Err`) or when it has finished shutting down (`Ok`).
 pub async fn run_connected<S, F>(

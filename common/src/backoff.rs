@@ -20,9 +20,16 @@ impl Backoff {
         }
     }
 
-    /// 250 ms doubling to 10 s: quick to recover from a blip, gentle during a long outage.
+    /// 250 ms doubling to 1 s, for reconnecting to the broker or the database.
+    ///
+    /// The cap bounds how long a service stays unavailable after its dependency is back: with
+    /// nothing to tell it that the broker or database has returned, the service finds out at
+    /// its next attempt, so a cap of 10 s meant up to 12.5 s of 503s once an outage had lasted
+    /// 15 s. An attempt at a dependency that is down costs next to nothing (a refused
+    /// connection, or a timed-out one which itself spaces the attempts), so one per second per
+    /// replica is still gentle.
     pub fn for_reconnects() -> Self {
-        Self::new(Duration::from_millis(250), Duration::from_secs(10))
+        Self::new(Duration::from_millis(250), Duration::from_secs(1))
     }
 
     /// The delay to wait before the next attempt.
@@ -60,5 +67,14 @@ mod tests {
         assert!((350..=438).contains(&base(backoff.next_delay())));
         backoff.reset();
         assert!((100..=125).contains(&base(backoff.next_delay())));
+    }
+
+    #[test]
+    fn reconnect_delays_never_exceed_a_second_and_a_quarter() {
+        let mut backoff = Backoff::for_reconnects();
+        let delays: Vec<u128> = (0..20).map(|_| backoff.next_delay().as_millis()).collect();
+        assert!((250..=313).contains(&delays[0]), "{delays:?}");
+        assert!(delays.iter().all(|delay| *delay <= 1250), "{delays:?}");
+        assert!(delays[2..].iter().all(|delay| *delay >= 1000), "{delays:?}");
     }
 }

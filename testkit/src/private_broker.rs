@@ -389,8 +389,13 @@ impl Drop for PrivateBroker {
 /// The RabbitMQ installation the scripts in [`bin_dir`] belong to (they are symlinks into it).
 fn rabbitmq_home() -> PathBuf {
     let script = Path::new(&bin_dir()).join("rabbitmq-server");
-    let real = fs::canonicalize(&script)
-        .unwrap_or_else(|err| panic!("find RabbitMQ at {}: {err}", script.display()));
+    let real = fs::canonicalize(&script).unwrap_or_else(|err| {
+        panic!(
+            "private RabbitMQ nodes need {} ({err}): install Debian's rabbitmq-server, or set \
+             TESTKIT_RABBITMQ_BIN to the directory of its scripts",
+            script.display()
+        )
+    });
     real.parent()
         .and_then(Path::parent)
         .expect("rabbitmq-server lives in <RABBITMQ_HOME>/sbin")

@@ -12,9 +12,8 @@ use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection, PgPool};
 
 use crate::os;
 
-/// The machine's PostgreSQL binaries (Debian's layout), unless `TESTKIT_POSTGRES_BIN` says
-/// otherwise.
-const DEFAULT_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Where Debian installs each PostgreSQL version's binaries (`<this>/<version>/bin`).
+const DEBIAN_VERSIONS: &str = "/usr/lib/postgresql";
 
 /// PostgreSQL refuses to run as root: the cluster belongs to this OS user.
 const OS_USER: &str = "postgres";
@@ -237,7 +236,7 @@ impl PrivatePostgres {
         let output = tokio::time::timeout(Duration::from_secs(60), output)
             .await
             .expect("initdb finishes within 60 s")
-            .expect("run initdb");
+            .unwrap_or_else(|err| panic!("run {} (TESTKIT_POSTGRES_BIN): {err}", bin("initdb")));
         assert!(
             output.status.success(),
             "initdb: {}\n{}{}",
@@ -332,7 +331,33 @@ impl Drop for PrivatePostgres {
     }
 }
 
+/// A PostgreSQL program: from `TESTKIT_POSTGRES_BIN`, or the newest version Debian installed.
 fn bin(program: &str) -> String {
-    let dir = std::env::var("TESTKIT_POSTGRES_BIN").unwrap_or_else(|_| DEFAULT_BIN.to_owned());
+    static DIR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        std::env::var("TESTKIT_POSTGRES_BIN")
+            .ok()
+            .or_else(newest_debian_bin)
+            .unwrap_or_else(|| {
+                panic!(
+                    "private PostgreSQL clusters need PostgreSQL's server binaries (initdb, \
+                     postgres, pg_ctl): install Debian's postgresql, or set \
+                     TESTKIT_POSTGRES_BIN to their directory"
+                )
+            })
+    });
     format!("{dir}/{program}")
+}
+
+fn newest_debian_bin() -> Option<String> {
+    std::fs::read_dir(DEBIAN_VERSIONS)
+        .ok()?
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let bin = entry.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .max_by_key(|(version, _)| *version)
+        .map(|(_, bin)| bin.display().to_string())
 }

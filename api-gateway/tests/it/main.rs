@@ -3,6 +3,7 @@
 //! database and queue per test.
 
 mod billing;
+mod broker_crash;
 mod e2e;
 mod hostile;
 mod openapi;

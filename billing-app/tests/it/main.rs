@@ -1,9 +1,10 @@
 //! billing-app's integration tests, against the real PostgreSQL and RabbitMQ with a fresh
-//! database and queue per test. `consumer` runs the real binary (to kill it); `api` runs the
-//! real router in-process.
+//! database and queue per test. `consumer` runs the real binary (to kill it), `db_crash` the
+//! same on a private PostgreSQL (to crash that); `api` runs the real router in-process.
 
 mod api;
 mod consumer;
+mod db_crash;
 mod hostile;
 mod storage;
 mod topology;
