@@ -35,10 +35,13 @@ impl IntoResponse for ApiError {
                 JsonError::new(StatusCode::BAD_REQUEST, self.to_string())
             }
             Self::NotPublished { order_id, cause } => {
-                tracing::warn!(%order_id, "order not accepted: {cause:?}");
                 if cause.may_be_stored() {
+                    tracing::warn!(%order_id, "order not confirmed: {cause:?}");
                     return may_be_stored(order_id, &cause);
                 }
+                // The broker's state is logged once by the connection and shown by /ready and
+                // the metrics; a line per refused order would flood the log in an outage.
+                tracing::debug!(%order_id, "order not accepted: {cause}");
                 JsonError::new(StatusCode::SERVICE_UNAVAILABLE, cause.to_string())
             }
             Self::Upstream(err) => err.into(),

@@ -262,13 +262,21 @@ pub async fn run_connected<S, F>(
 }
 
 /// Waits until `connection` reports an error (broker gone, heartbeat missed, closed by the
-/// broker) and returns it.
+/// broker) and returns it. Logs when the broker blocks the connection's publishing (a memory
+/// or disk alarm) and unblocks it.
 pub async fn connection_lost(connection: &Connection) -> lapin::Error {
     use futures_util::StreamExt;
     let mut events = std::pin::pin!(connection.events_listener());
     while let Some(event) = events.next().await {
-        if let lapin::Event::Error(err) = event {
-            return err;
+        match event {
+            lapin::Event::Error(err) => return err,
+            lapin::Event::ConnectionBlocked(reason) => {
+                tracing::warn!("RabbitMQ is blocking publishers on this connection: {reason}");
+            }
+            lapin::Event::ConnectionUnblocked => {
+                tracing::info!("RabbitMQ takes messages on this connection again");
+            }
+            _ => {}
         }
     }
     lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed).into()

@@ -1,185 +1,18 @@
 //! The broker itself failing, on a private RabbitMQ node: SIGKILLed or SIGSTOPped while
 //! clients post orders through the gateway to billing-app, then brought back. What a client
-//! was told must hold: every 200 is an order stored exactly once, and the only other answer
-//! is a quick 503.
+//! was told must hold: every 200 is an order stored exactly once, the only other answer is a
+//! quick 503, and nothing is stored unless its client was given its id.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use testkit::{PrivateBroker, TestDatabase, TestQueue, eventually};
-use uuid::Uuid;
+use testkit::{PrivateBroker, TestDatabase, TestQueue};
 
+use super::posting::{Answer, Posting, assert_stored_as_answered};
 use super::*;
 
 /// The gateway's confirm timeout in these tests (see `gateway_settings`).
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// One answer to `POST /api/billing`.
-#[derive(Debug, Clone)]
-struct Answer {
-    /// The HTTP status, or 0 when the request itself failed (no answer at all).
-    status: u16,
-    order_id: Option<Uuid>,
-    sent: Instant,
-    took: Duration,
-}
-
-/// Clients posting orders one after another until stopped, counting the 200s as they come.
-struct Posting {
-    stop: Arc<AtomicBool>,
-    accepted: Arc<AtomicUsize>,
-    refused: Arc<AtomicUsize>,
-    task: JoinHandle<Vec<Answer>>,
-}
-
-impl Posting {
-    fn start(gateway_url: &str, clients: usize) -> Self {
-        let url = format!("{gateway_url}/api/billing");
-        let stop = Arc::new(AtomicBool::new(false));
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let refused = Arc::new(AtomicUsize::new(0));
-        let posters: Vec<_> = (0..clients).map(|client| {
-            let (url, stop) = (url.clone(), stop.clone());
-            let (accepted, refused) = (accepted.clone(), refused.clone());
-            async move {
-                // A generous client timeout: a hung request shows as status 0, not a hung test.
-                let http = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(30))
-                    .build()
-                    .unwrap();
-                let body = json!({
-                    "user_id": (client + 1).to_string(), "number_of_items": "1", "total_amount": "4.20"
-                });
-                let mut answers = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let sent = Instant::now();
-                    let answer = match http.post(&url).json(&body).send().await {
-                        Ok(response) => {
-                            let (status, body) = json_of(response).await;
-                            let order_id = body["order_id"].as_str().map(|id| id.parse().unwrap());
-                            Answer {
-                                status,
-                                order_id,
-                                sent,
-                                took: sent.elapsed(),
-                            }
-                        }
-                        Err(_) => Answer {
-                            status: 0,
-                            order_id: None,
-                            sent,
-                            took: sent.elapsed(),
-                        },
-                    };
-                    if answer.status == 200 {
-                        accepted.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        refused.fetch_add(1, Ordering::Relaxed);
-                        // A 503 for "disconnected" comes back at once: pause rather than
-                        // spin, so that four clients do not starve a 2-core machine.
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    answers.push(answer);
-                }
-                answers
-            }
-        }).collect();
-        let task =
-            tokio::spawn(async move { futures_util::future::join_all(posters).await.concat() });
-        Self {
-            stop,
-            accepted,
-            refused,
-            task,
-        }
-    }
-
-    fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::Relaxed)
-    }
-
-    fn refused(&self) -> usize {
-        self.refused.load(Ordering::Relaxed)
-    }
-
-    /// Waits until `count` orders in all have been answered 200.
-    async fn wait_accepted(&self, count: usize, limit: Duration) {
-        eventually(limit, &format!("{count} orders accepted"), || async {
-            self.accepted() >= count
-        })
-        .await;
-    }
-
-    /// Waits until `count` orders in all have been refused.
-    async fn wait_refused(&self, count: usize, limit: Duration) {
-        eventually(limit, &format!("{count} orders refused"), || async {
-            self.refused() >= count
-        })
-        .await;
-    }
-
-    async fn finish(self) -> Vec<Answer> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap()
-    }
-}
-
-/// The order ids answered 200, after checking that every answer is a 200 with an id or a 503
-/// without one.
-fn accepted_ids(answers: &[Answer]) -> Vec<Uuid> {
-    for answer in answers {
-        match answer.status {
-            200 => assert!(answer.order_id.is_some(), "a 200 carries its order id"),
-            503 => assert!(answer.order_id.is_none(), "a 503 carries no order id"),
-            other => panic!("only 200 or 503, got {other}: {answer:?}"),
-        }
-    }
-    answers
-        .iter()
-        .filter_map(|answer| answer.order_id)
-        .collect()
-}
-
-/// How many rows each order id has.
-async fn rows_per_order(db: &TestDatabase) -> HashMap<Uuid, i64> {
-    let pool = db.pool().await;
-    let rows: Vec<(Uuid, i64)> = sqlx::query_as("SELECT id, count(*) FROM orders GROUP BY id")
-        .fetch_all(&pool)
-        .await
-        .unwrap_or_default();
-    pool.close().await;
-    rows.into_iter().collect()
-}
-
-/// Waits until every accepted order is stored, then checks each is stored exactly once and
-/// that nothing is left in the queues.
-async fn assert_all_stored_once(db: &TestDatabase, queue: &TestQueue, accepted: &[Uuid]) {
-    eventually(
-        Duration::from_secs(60),
-        &format!("all {} accepted orders stored", accepted.len()),
-        || async {
-            let stored = rows_per_order(db).await;
-            accepted.iter().all(|id| stored.contains_key(id))
-        },
-    )
-    .await;
-    let stored = rows_per_order(db).await;
-    for id in accepted {
-        assert_eq!(stored.get(id), Some(&1), "order {id} stored exactly once");
-    }
-    assert!(
-        stored.values().all(|rows| *rows == 1),
-        "no order stored twice"
-    );
-    eventually(Duration::from_secs(30), "the queue drained", || async {
-        queue.depth().await == 0
-    })
-    .await;
-    assert_eq!(queue.dead_letter_depth().await, 0, "nothing dead-lettered");
-}
 
 /// The gateway and billing-app, both on `broker`, with a fresh database.
 async fn start_on(broker: &PrivateBroker) -> (TestQueue, TestDatabase, Running, Running) {
@@ -214,14 +47,7 @@ async fn a_broker_killed_while_orders_pour_in_loses_no_confirmed_order() {
         .wait_accepted(accepted + 50, Duration::from_secs(30))
         .await;
     let answers = posting.finish().await;
-
-    let accepted = accepted_ids(&answers);
-    assert_all_stored_once(&orders_db, &queue, &accepted).await;
-    eprintln!(
-        "{} orders accepted, {} refused",
-        accepted.len(),
-        answers.len() - accepted.len()
-    );
+    assert_stored_as_answered(&orders_db, &queue, &answers).await;
 }
 
 #[tokio::test]
@@ -244,7 +70,6 @@ async fn a_frozen_broker_gets_quick_503s_and_loses_no_confirmed_order() {
         .await;
     let answers = posting.finish().await;
 
-    let accepted = accepted_ids(&answers);
     let slowest = answers.iter().map(|a| a.took).max().unwrap();
     assert!(
         slowest <= CONFIRM_TIMEOUT + Duration::from_secs(1),
@@ -263,7 +88,7 @@ async fn a_frozen_broker_gets_quick_503s_and_loses_no_confirmed_order() {
         during.iter().all(|a| a.status == 503),
         "nothing sent to a frozen broker is accepted"
     );
-    assert_all_stored_once(&orders_db, &queue, &accepted).await;
+    assert_stored_as_answered(&orders_db, &queue, &answers).await;
 }
 
 #[tokio::test]

@@ -1,16 +1,14 @@
 //! The three services together: the acceptance scenario, orders posted while billing-app is
 //! down, and the broker failing under load.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use testkit::{FaultProxy, TestDatabase, TestQueue, eventually};
 use uuid::Uuid;
 
+use super::posting::{Posting, assert_stored_as_answered, rows_per_order};
 use super::*;
 
 /// Rows of `orders` per user, straight from the billing database.
@@ -22,17 +20,6 @@ async fn users_stored(db: &TestDatabase) -> Vec<i64> {
         .unwrap_or_default();
     pool.close().await;
     users
-}
-
-/// How many rows each order id has.
-async fn rows_per_order(db: &TestDatabase) -> HashMap<Uuid, i64> {
-    let pool = db.pool().await;
-    let rows: Vec<(Uuid, i64)> = sqlx::query_as("SELECT id, count(*) FROM orders GROUP BY id")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    rows.into_iter().collect()
 }
 
 fn billing_body(user_id: &str, items: &str, amount: &str) -> Value {
@@ -152,30 +139,6 @@ async fn orders_posted_while_billing_is_down_are_all_stored_once_it_is_back() {
     }
 }
 
-/// Posts orders from several concurrent clients until `stop`, recording each answer.
-fn keep_posting(url: String, stop: Arc<AtomicBool>) -> JoinHandle<Vec<(u16, Option<Uuid>)>> {
-    tokio::spawn(async move {
-        let clients = (0..4).map(|client| {
-            let (url, stop) = (url.clone(), stop.clone());
-            async move {
-                let http = reqwest::Client::new();
-                let mut answers = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let body = billing_body(&(client + 1).to_string(), "2", "10.50");
-                    let response = http.post(&url).json(&body).send().await.unwrap();
-                    let (status, body) = json_of(response).await;
-                    let id = body["order_id"]
-                        .as_str()
-                        .map(|id| Uuid::parse_str(id).unwrap());
-                    answers.push((status, id));
-                }
-                answers
-            }
-        });
-        futures_util::future::join_all(clients).await.concat()
-    })
-}
-
 #[tokio::test]
 async fn a_broker_outage_while_posting_gives_503s_and_loses_no_accepted_order() {
     let (orders_db, queue) = (TestDatabase::create().await, TestQueue::new());
@@ -185,9 +148,8 @@ async fn a_broker_outage_while_posting_gives_503s_and_loses_no_accepted_order() 
     wait_for_ready(&gateway.url).await;
     let url = format!("{}/api/billing", gateway.url);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let posting = keep_posting(url.clone(), stop.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let posting = Posting::start(&gateway.url, 4);
+    posting.wait_accepted(20, Duration::from_secs(30)).await;
 
     broker.cut();
     wait_for_ready_status(&gateway.url, 503).await;
@@ -195,52 +157,22 @@ async fn a_broker_outage_while_posting_gives_503s_and_loses_no_accepted_order() 
         let (status, body) = json_of(post_json(&url, &billing_body("9", "1", "1")).await).await;
         assert_eq!(status, 503, "no 200 while the broker is unreachable");
         assert!(body["error"].as_str().unwrap().contains("broker"));
-        assert!(body.get("order_id").is_none());
+        assert!(
+            body.get("order_id").is_none(),
+            "an order never handed to the broker is not named"
+        );
     }
+    let refused = posting.refused();
+    assert!(refused > 0, "the outage was seen by the posting clients");
 
     broker.restore();
     wait_for_ready(&gateway.url).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let answers = posting.await.unwrap();
-
-    let accepted: Vec<Uuid> = answers
-        .iter()
-        .filter(|(status, _)| *status == 200)
-        .map(|(_, id)| id.expect("a 200 carries an order id"))
-        .collect();
-    let refused = answers.iter().filter(|(status, _)| *status == 503).count();
-    assert!(
-        answers
-            .iter()
-            .all(|(status, _)| *status == 200 || *status == 503),
-        "only 200 or 503: {answers:?}"
-    );
-    assert!(
-        accepted.len() > 10,
-        "orders were accepted before and after the outage"
-    );
-    assert!(refused > 0, "the outage was seen by the posting clients");
-
-    eventually(
-        Duration::from_secs(20),
-        "every accepted order stored",
-        || async {
-            let stored = rows_per_order(&orders_db).await;
-            accepted.iter().all(|id| stored.contains_key(id))
-        },
-    )
-    .await;
-    let stored = rows_per_order(&orders_db).await;
-    assert!(
-        stored.values().all(|rows| *rows == 1),
-        "no order stored twice"
-    );
-    let named: Vec<Uuid> = answers.iter().filter_map(|(_, id)| *id).collect();
-    assert!(
-        stored.keys().all(|id| named.contains(id)),
-        "every stored order was answered 200, or 503 with its id"
-    );
+    let accepted = posting.accepted();
+    posting
+        .wait_accepted(accepted + 20, Duration::from_secs(30))
+        .await;
+    let answers = posting.finish().await;
+    assert_stored_as_answered(&orders_db, &queue, &answers).await;
 }
 
 #[tokio::test]

@@ -4,9 +4,11 @@
 
 mod billing;
 mod broker_crash;
+mod broker_pressure;
 mod e2e;
 mod hostile;
 mod openapi;
+mod posting;
 mod proxy;
 
 use std::net::SocketAddr;
