@@ -46,8 +46,8 @@ mod tests {
         assert_eq!(settings.database.name, "orders");
         assert_eq!(settings.broker.queue, "billing_queue");
         assert_eq!(
-            (settings.broker.host.as_str(), settings.broker.port),
-            ("127.0.0.1", 5672)
+            settings.broker.nodes,
+            [common::amqp::Node::new("127.0.0.1", 5672)]
         );
     }
 
@@ -68,7 +68,7 @@ mod tests {
         assert_eq!(settings.database.host, "billing-db");
         assert_eq!(settings.database.name, "orders2");
         let broker = &settings.broker;
-        assert_eq!((broker.host.as_str(), broker.port), ("rabbitmq", 5673));
+        assert_eq!(broker.nodes, [common::amqp::Node::new("rabbitmq", 5673)]);
         assert_eq!(
             (broker.user.as_str(), broker.password.as_str()),
             ("billing", "hunter2")

@@ -1,5 +1,6 @@
-//! RabbitMQ: broker settings, the queue topology that both the gateway (publisher) and
-//! billing-app (consumer) declare, and a connection loop that reconnects with backoff.
+//! RabbitMQ: broker settings (one node or a cluster's), the queue topology that both the
+//! gateway (publisher) and billing-app (consumer) declare, and a connection loop that moves to
+//! the next node when one fails and backs off when all do.
 
 use std::fmt;
 use std::future::Future;
@@ -19,11 +20,33 @@ use crate::order::Order;
 /// Seconds between heartbeats: a silently dead broker or network is noticed within ~2x this.
 const HEARTBEAT_SECONDS: u16 = 10;
 
-/// Where the broker is and which queue carries orders.
-#[derive(Clone)]
-pub struct BrokerSettings {
+/// One RabbitMQ node: `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
     pub host: String,
     pub port: u16,
+}
+
+impl Node {
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+        }
+    }
+}
+
+impl fmt::Display for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// Where the broker is (one node, or the nodes of a cluster) and which queue carries orders.
+#[derive(Clone)]
+pub struct BrokerSettings {
+    /// Tried in turn: a service connects to one, and to the next when it fails.
+    pub nodes: Vec<Node>,
     pub user: String,
     pub password: String,
     /// `RABBITMQ_QUEUE`, `billing_queue` by default.
@@ -31,13 +54,31 @@ pub struct BrokerSettings {
 }
 
 impl BrokerSettings {
-    /// Reads `RABBITMQ_HOST`, `RABBITMQ_PORT`, `RABBITMQ_USER`, `RABBITMQ_PASSWORD` and
-    /// `RABBITMQ_QUEUE`. The defaults reach a local RabbitMQ with its built-in `guest` account,
-    /// which RabbitMQ only accepts from the same machine.
+    /// A broker on one node, with the given account.
+    pub fn single(node: Node, user: &str, password: &str, queue: &str) -> Self {
+        Self {
+            nodes: vec![node],
+            user: user.to_owned(),
+            password: password.to_owned(),
+            queue: queue.to_owned(),
+        }
+    }
+
+    /// Reads `RABBITMQ_HOSTS` (the nodes of a cluster, comma-separated, each `host` or
+    /// `host:port`) or else `RABBITMQ_HOST`, with `RABBITMQ_PORT` as the port of any node that
+    /// names none; and `RABBITMQ_USER`, `RABBITMQ_PASSWORD`, `RABBITMQ_QUEUE`. The defaults
+    /// reach a local RabbitMQ with its built-in `guest` account, which RabbitMQ only accepts
+    /// from the same machine.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let port = env.port_or("RABBITMQ_PORT", 5672)?;
+        let host = env.string_or("RABBITMQ_HOST", "127.0.0.1");
+        let nodes = match env.get("RABBITMQ_HOSTS") {
+            Some(list) => parse_nodes(list, port)
+                .ok_or_else(|| ConfigError::invalid("RABBITMQ_HOSTS", list, NODES_EXPECTED))?,
+            None => vec![Node::new(host, port)],
+        };
         Ok(Self {
-            host: env.string_or("RABBITMQ_HOST", "127.0.0.1"),
-            port: env.port_or("RABBITMQ_PORT", 5672)?,
+            nodes,
             user: env.string_or("RABBITMQ_USER", "guest"),
             password: env.string_or("RABBITMQ_PASSWORD", "guest"),
             queue: env.string_or("RABBITMQ_QUEUE", "billing_queue"),
@@ -52,7 +93,7 @@ impl BrokerSettings {
     }
 
     /// Built field by field, so credentials need no URL-escaping.
-    fn uri(&self) -> AMQPUri {
+    fn uri(&self, node: &Node) -> AMQPUri {
         AMQPUri {
             scheme: AMQPScheme::AMQP,
             authority: AMQPAuthority {
@@ -60,8 +101,8 @@ impl BrokerSettings {
                     username: self.user.clone(),
                     password: self.password.clone(),
                 },
-                host: self.host.clone(),
-                port: self.port,
+                host: node.host.clone(),
+                port: node.port,
             },
             vhost: "/".to_owned(),
             query: AMQPQueryString {
@@ -73,13 +114,34 @@ impl BrokerSettings {
     }
 }
 
+const NODES_EXPECTED: &str =
+    "comma-separated host or host:port entries, such as rabbitmq-0,rabbitmq-1:5672";
+
+/// `a,b:5673` into nodes, `default_port` where none is given; `None` if an entry is empty or
+/// its port is not a number.
+fn parse_nodes(list: &str, default_port: u16) -> Option<Vec<Node>> {
+    list.split(',')
+        .map(|entry| {
+            let entry = entry.trim();
+            let (host, port) = match entry.rsplit_once(':') {
+                Some((host, port)) => (host, port.parse().ok()?),
+                None => (entry, default_port),
+            };
+            (!host.is_empty()).then(|| Node::new(host, port))
+        })
+        .collect()
+}
+
 impl fmt::Debug for BrokerSettings {
     /// Everything but the password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nodes: Vec<String> = self.nodes.iter().map(Node::to_string).collect();
         write!(
             f,
-            "amqp://{}@{}:{} (queue {})",
-            self.user, self.host, self.port, self.queue
+            "amqp://{}@{} (queue {})",
+            self.user,
+            nodes.join(","),
+            self.queue
         )
     }
 }
@@ -217,19 +279,40 @@ fn string(value: &str) -> AMQPValue {
     AMQPValue::LongString(value.into())
 }
 
-/// Opens a connection named `name` (shown in the RabbitMQ management UI).
+/// Opens a connection named `name` (shown in the RabbitMQ management UI) to the first node
+/// that accepts one.
 pub async fn connect(settings: &BrokerSettings, name: &str) -> lapin::Result<Connection> {
+    let mut last_error = None;
+    for node in &settings.nodes {
+        match connect_to(settings, node, name).await {
+            Ok(connection) => return Ok(connection),
+            Err(err) => last_error = Some(err),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed).into()
+    }))
+}
+
+async fn connect_to(
+    settings: &BrokerSettings,
+    node: &Node,
+    name: &str,
+) -> lapin::Result<Connection> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect_uri(settings.uri(), properties).await
+    Connection::connect_uri(settings.uri(node), properties).await
 }
 
 /// Runs `session` on a fresh connection, again and again, until `shutdown` is cancelled.
 ///
-/// Connection failures are logged and retried with exponential backoff capped at about a
-/// second ([`Backoff::for_reconnects`]), so that the service is back soon after the broker
-/// is, however long the outage lasted. `session` owns the
-/// connection while it lasts: it opens its channels, does its work, and returns when the
-/// connection fails (an `Err`) or when it has finished shutting down (`Ok`).
+/// The nodes are tried in turn: after a failed attempt or a lost connection, the next node is
+/// tried at once, and only once as many attempts as there are nodes have failed in a row does
+/// the loop wait, with
+/// exponential backoff capped at about a second ([`Backoff::for_reconnects`]), so that the
+/// service is back soon after a node is, however long the outage lasted. Every attempt and
+/// loss is logged with the node's address. `session` owns the connection while it lasts: it
+/// opens its channels, does its work, and returns when the connection fails (an `Err`) or when
+/// it has finished shutting down (`Ok`).
 pub async fn run_connected<S, F>(
     settings: &BrokerSettings,
     name: &str,
@@ -240,20 +323,41 @@ pub async fn run_connected<S, F>(
     F: Future<Output = lapin::Result<()>>,
 {
     let mut backoff = Backoff::for_reconnects();
+    let nodes = &settings.nodes;
+    let mut next = 0;
+    let mut failed_in_a_row = 0;
     while !shutdown.is_cancelled() {
-        match connect(settings, name).await {
+        let Some(node) = nodes.get(next % nodes.len().max(1)) else {
+            tracing::error!("no RabbitMQ node configured");
+            return;
+        };
+        next += 1;
+        match connect_to(settings, node, name).await {
             Ok(connection) => {
-                tracing::info!(broker = ?settings, "connected to RabbitMQ");
+                tracing::info!(%node, queue = %settings.queue, "connected to RabbitMQ node {node}");
                 backoff.reset();
+                failed_in_a_row = 0;
                 match session(connection).await {
                     Ok(()) => return,
-                    Err(err) => tracing::warn!("RabbitMQ connection lost: {err}"),
+                    // Counted as a failure too, so that a session that fails at once (a
+                    // refused declaration, say) cannot spin.
+                    Err(err) => {
+                        tracing::warn!(%node, "connection to RabbitMQ node {node} lost: {err}");
+                        failed_in_a_row += 1;
+                    }
                 }
             }
-            Err(err) => tracing::warn!(broker = ?settings, "RabbitMQ not reachable: {err}"),
+            Err(err) => {
+                tracing::warn!(%node, "RabbitMQ node {node} not reachable: {err}");
+                failed_in_a_row += 1;
+            }
         }
+        if failed_in_a_row < nodes.len() {
+            continue;
+        }
+        failed_in_a_row = 0;
         let delay = backoff.next_delay();
-        tracing::info!("reconnecting to RabbitMQ in {delay:.1?}");
+        tracing::info!("no RabbitMQ node reachable; trying again in {delay:.1?}");
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
             () = shutdown.cancelled() => {}
@@ -306,5 +410,33 @@ pub fn header_text(headers: Option<&FieldTable>, key: &str) -> Option<String> {
         AMQPValue::LongString(value) => Some(value.to_string()),
         AMQPValue::ShortString(value) => Some(value.to_string()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_is_a_list_of_nodes_and_a_single_host_still_works() {
+        let env = Env::from_pairs([("RABBITMQ_HOSTS", "rabbitmq-0, rabbitmq-1:5673,rabbitmq-2")]);
+        let settings = BrokerSettings::from_env(&env).unwrap();
+        assert_eq!(
+            settings.nodes,
+            [
+                Node::new("rabbitmq-0", 5672),
+                Node::new("rabbitmq-1", 5673),
+                Node::new("rabbitmq-2", 5672)
+            ]
+        );
+        let env = Env::from_pairs([("RABBITMQ_HOST", "rabbitmq"), ("RABBITMQ_PORT", "5673")]);
+        let settings = BrokerSettings::from_env(&env).unwrap();
+        assert_eq!(settings.nodes, [Node::new("rabbitmq", 5673)]);
+        assert!(format!("{settings:?}").contains("rabbitmq:5673"));
+        for bad in ["a,,b", "a:port", ":5672"] {
+            let env = Env::from_pairs([("RABBITMQ_HOSTS", bad)]);
+            let err = BrokerSettings::from_env(&env).unwrap_err().to_string();
+            assert!(err.contains("RABBITMQ_HOSTS"), "{bad}: {err}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! A throw-away set of queues per test, on the local RabbitMQ or a [`crate::PrivateBroker`].
 
-use common::amqp::{self, BrokerSettings, Topology};
+use common::amqp::{self, BrokerSettings, Node, Topology};
 use common::order::Order;
 use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
@@ -55,13 +55,7 @@ impl TestQueue {
 
     /// The same, but through another port (a [`crate::FaultProxy`]).
     pub fn settings_via(&self, port: u16) -> BrokerSettings {
-        BrokerSettings {
-            host: "127.0.0.1".into(),
-            port,
-            user: "guest".into(),
-            password: "guest".into(),
-            queue: self.name.clone(),
-        }
+        BrokerSettings::single(Node::new("127.0.0.1", port), "guest", "guest", &self.name)
     }
 
     /// The broker's AMQP port.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::amqp::{self, BrokerSettings};
+use common::amqp::{self, BrokerSettings, Node};
 
 use crate::TestQueue;
 use crate::os;
@@ -85,21 +85,15 @@ impl PrivateBroker {
 
     /// Settings a service uses to reach this node and `queue`.
     pub fn settings(&self, queue: &str) -> BrokerSettings {
-        BrokerSettings {
-            host: "127.0.0.1".into(),
-            port: self.port,
-            user: "guest".into(),
-            password: "guest".into(),
-            queue: queue.to_owned(),
-        }
+        BrokerSettings::single(Node::new("127.0.0.1", self.port), "guest", "guest", queue)
     }
 
     /// The same as `RABBITMQ_*` variables, for a service started as a process.
     pub fn env(&self, queue: &str) -> Vec<(String, String)> {
         let settings = self.settings(queue);
         vec![
-            ("RABBITMQ_HOST".into(), settings.host),
-            ("RABBITMQ_PORT".into(), settings.port.to_string()),
+            ("RABBITMQ_HOST".into(), "127.0.0.1".into()),
+            ("RABBITMQ_PORT".into(), self.port.to_string()),
             ("RABBITMQ_USER".into(), settings.user),
             ("RABBITMQ_PASSWORD".into(), settings.password),
             ("RABBITMQ_QUEUE".into(), settings.queue),

@@ -134,3 +134,51 @@ async fn orders_are_accepted_within_2_s_of_the_broker_answering_after_a_long_out
          {OUTAGE:?} outage; the first 200 came after {recovered:.2?}"
     );
 }
+
+#[tokio::test]
+async fn with_its_node_killed_the_gateway_moves_to_the_next_node_at_once() {
+    // Two separate nodes stand in for a cluster's: what is tested is the client moving on.
+    let (mut first, second) = (PrivateBroker::start().await, PrivateBroker::start().await);
+    let queue = first.queue();
+    let nowhere = dead_url().await;
+    let env = [
+        ("API_GATEWAY_PORT", "0".to_owned()),
+        ("INVENTORY_APP_URL", nowhere.clone()),
+        ("BILLING_APP_URL", nowhere),
+        (
+            "RABBITMQ_HOSTS",
+            format!("127.0.0.1:{},127.0.0.1:{}", first.port(), second.port()),
+        ),
+        ("RABBITMQ_QUEUE", queue.name().to_owned()),
+        ("PUBLISH_CONFIRM_TIMEOUT_SECONDS", "1".to_owned()),
+    ]
+    .map(|(name, value)| (name.to_owned(), value));
+    let gateway = testkit::ServiceProcess::start(env!("CARGO_BIN_EXE_api-gateway"), &env).await;
+    wait_for_ready(&gateway.url()).await;
+    let url = format!("{}/api/billing", gateway.url());
+    let order = json!({"user_id": "6", "number_of_items": "1", "total_amount": "2"});
+    assert_eq!(post_json(&url, &order).await.status(), 200);
+
+    first.kill().await;
+    let killed = Instant::now();
+    let moved = loop {
+        if post_json(&url, &order).await.status() == 200 {
+            break killed.elapsed();
+        }
+        assert!(killed.elapsed() < Duration::from_secs(30), "never moved on");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!("orders accepted on the next node {moved:.2?} after the first was killed");
+    // A killed node's connection fails at once (no heartbeat to wait for), and the next node
+    // is tried without a backoff: well within the 2 s this system promises after an outage.
+    assert!(moved < Duration::from_secs(2), "moved on after {moved:.2?}");
+    let log = gateway.output();
+    assert!(
+        log.contains(&format!("connection to RabbitMQ node 127.0.0.1:{} lost", first.port())),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("connected to RabbitMQ node 127.0.0.1:{}", second.port())),
+        "{log}"
+    );
+}

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use api_gateway::Settings;
-use common::amqp::BrokerSettings;
+use common::amqp::{BrokerSettings, Node};
 use common::db::DatabaseSettings;
 use reqwest::Response;
 use serde_json::Value;
@@ -199,13 +199,7 @@ async fn start_stack() -> Stack {
 /// A broker that is never reachable, for tests of the proxy alone: the gateway declares no
 /// queue and keeps retrying in the background.
 fn no_broker() -> BrokerSettings {
-    BrokerSettings {
-        host: "127.0.0.1".into(),
-        port: 1,
-        user: "guest".into(),
-        password: "guest".into(),
-        queue: "unused".into(),
-    }
+    BrokerSettings::single(Node::new("127.0.0.1", 1), "guest", "guest", "unused")
 }
 
 /// A URL where nothing listens.
