@@ -47,7 +47,7 @@ WORKLOAD_KINDS = {
 UPSTREAM_IMAGES = {
     "inventory-db": "postgres:15-alpine",
     "billing-db": "postgres:15-alpine",
-    "rabbitmq": "rabbitmq:3.13-management-alpine",
+    "rabbitmq": "rabbitmq:4.3-management-alpine",
 }
 # The ports the upstream servers listen on (the services' own ports come from their config).
 SERVER_PORTS = {"inventory-db": 5432, "billing-db": 5432, "rabbitmq": 5672}
@@ -70,6 +70,24 @@ ALLOWED_FLOWS = {
     ("billing-app", "billing-db", "postgres"),
     ("billing-app", "rabbitmq", "amqp"),
 }
+# RabbitMQ's configuration files, where the official image reads them.
+RABBITMQ_CONF_D = "/etc/rabbitmq/conf.d/"
+RABBITMQ_ADVANCED_CONFIG = "/etc/rabbitmq/advanced.config"
+# Variables the official RabbitMQ 4 image's entrypoint refuses to start with (its
+# docker-entrypoint.sh, "deprecatedEnvVars").
+RABBITMQ_DEPRECATED_VARIABLES = {
+    "RABBITMQ_DEFAULT_PASS_FILE", "RABBITMQ_DEFAULT_USER_FILE",
+    "RABBITMQ_MANAGEMENT_SSL_CACERTFILE", "RABBITMQ_MANAGEMENT_SSL_CERTFILE",
+    "RABBITMQ_MANAGEMENT_SSL_DEPTH", "RABBITMQ_MANAGEMENT_SSL_FAIL_IF_NO_PEER_CERT",
+    "RABBITMQ_MANAGEMENT_SSL_KEYFILE", "RABBITMQ_MANAGEMENT_SSL_VERIFY", "RABBITMQ_SSL_CACERTFILE",
+    "RABBITMQ_SSL_CERTFILE", "RABBITMQ_SSL_DEPTH", "RABBITMQ_SSL_FAIL_IF_NO_PEER_CERT",
+    "RABBITMQ_SSL_KEYFILE", "RABBITMQ_SSL_VERIFY", "RABBITMQ_VM_MEMORY_HIGH_WATERMARK",
+}
+# The memory alarm is a threshold, not a cap: the node grows past it, so this share of the
+# container's limit stays above it.
+RABBITMQ_MIN_HEADROOM = 0.25
+# RabbitMQ's quorum queue guide: a node needs at least 3 times the WAL size of memory.
+RABBITMQ_WAL_FACTOR = 3
 MONITORING_NAMESPACE = {"kubernetes.io/metadata.name": "monitoring"}
 MONITORED_PORTS = {("api-gateway", "http"), ("inventory-app", "http"), ("billing-app", "http"),
                    ("rabbitmq", "prometheus")}
@@ -936,6 +954,185 @@ def check_settings_agree(i: Inputs) -> list[str]:
     return problems
 
 
+# --- RabbitMQ's limits -----------------------------------------------------------------------
+
+_RABBITMQ_UNITS = {"": 1, "k": 1000, "kb": 1000, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+                   "t": 10**12, "tb": 10**12, "ki": 2**10, "kib": 2**10, "mi": 2**20, "mib": 2**20,
+                   "gi": 2**30, "gib": 2**30, "ti": 2**40, "tib": 2**40}
+
+
+def rabbitmq_bytes(value: str) -> int | None:
+    """An information unit as RabbitMQ parses it (rabbit_resource_monitor_misc): K, M, G, MB...
+    are decimal, Ki, Mi, MiB... binary, a bare number is bytes. None when it is none."""
+    match = re.fullmatch(r"([0-9]+)\s*([a-zA-Z]*)", value.strip())
+    if not match or match.group(2).lower() not in _RABBITMQ_UNITS:
+        return None
+    return int(match.group(1)) * _RABBITMQ_UNITS[match.group(2).lower()]
+
+
+def kubernetes_bytes(value) -> int | None:
+    """A Kubernetes memory quantity (Mi, Gi, M, G, plain bytes)."""
+    units = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+             "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    match = re.fullmatch(r"([0-9]+)([a-zA-Z]*)", str(value).strip())
+    if not match or match.group(2) not in units:
+        return None
+    return int(match.group(1)) * units[match.group(2)]
+
+
+def compose_bytes(value) -> int | None:
+    """A Compose memory size: b, k, m, g (binary, as Docker counts them), plain bytes."""
+    match = re.fullmatch(r"([0-9]+)\s*([bkmg]?)b?", str(value).strip().lower())
+    if not match:
+        return None
+    return int(match.group(1)) * {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30}[match.group(2)]
+
+
+def parse_rabbitmq_conf(text: str) -> dict[str, str]:
+    """rabbitmq.conf's `key = value` lines (comments and blank lines skipped)."""
+    settings = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            settings[key.strip()] = value.strip()
+    return settings
+
+
+def check_rabbitmq_settings(where: str, files: dict[str, str], memory_limit: int | None,
+                            volume_size: int | None = None) -> list[str]:
+    """The limits in one deployment's RabbitMQ files (container path -> text) against its
+    container's memory limit (and its data volume's size, when known)."""
+    problems = []
+    conf: dict[str, str] = {}
+    for path in sorted(files):
+        if path.startswith(RABBITMQ_CONF_D):
+            conf.update(parse_rabbitmq_conf(files[path]))
+    if memory_limit is None:
+        return [f"{where}: rabbitmq has no memory limit to size its alarms for"]
+    limit_mib = memory_limit / 2**20
+    if any(key.startswith("vm_memory_high_watermark.relative") for key in conf):
+        problems.append(f"{where}: vm_memory_high_watermark.relative: RabbitMQ computes it from "
+                        "the host's memory, not the container's; use .absolute")
+    watermark = rabbitmq_bytes(conf.get("vm_memory_high_watermark.absolute", ""))
+    if watermark is None:
+        problems.append(f"{where}: no vm_memory_high_watermark.absolute in {RABBITMQ_CONF_D}")
+    elif watermark > memory_limit * (1 - RABBITMQ_MIN_HEADROOM):
+        problems.append(f"{where}: memory alarm at {watermark / 2**20:g} MiB leaves less than "
+                        f"{RABBITMQ_MIN_HEADROOM:.0%} of the {limit_mib:g} MiB container limit "
+                        "as headroom")
+    total = conf.get("total_memory_available_override_value")
+    if total is not None and rabbitmq_bytes(total) != memory_limit:
+        problems.append(f"{where}: total_memory_available_override_value = {total} is not the "
+                        f"{limit_mib:g} MiB container limit")
+    wal = conf.get("raft.wal_max_size_bytes", "")
+    wal_bytes = int(wal) if wal.isdigit() else None
+    if wal_bytes is None:
+        problems.append(f"{where}: no raft.wal_max_size_bytes (its 512 MiB default needs ~1.5 GiB "
+                        "of memory)")
+    elif watermark is not None and wal_bytes * RABBITMQ_WAL_FACTOR > watermark:
+        problems.append(f"{where}: raft.wal_max_size_bytes = {wal_bytes / 2**20:g} MiB needs "
+                        f"{RABBITMQ_WAL_FACTOR}x that under the {watermark / 2**20:g} MiB memory alarm")
+    advanced = files.get(RABBITMQ_ADVANCED_CONFIG, "")
+    qq_wal = re.search(r"\{\s*quorum_wal_max_size_bytes\s*,\s*([0-9]+)\s*\}", advanced)
+    if wal_bytes is not None and (qq_wal is None or int(qq_wal.group(1)) != wal_bytes):
+        problems.append(f"{where}: {RABBITMQ_ADVANCED_CONFIG} must set rabbit "
+                        f"quorum_wal_max_size_bytes to raft.wal_max_size_bytes ({wal_bytes}): "
+                        "RabbitMQ 4.3 sizes the quorum queues' WAL from it")
+    disk = rabbitmq_bytes(conf.get("disk_free_limit.absolute", ""))
+    if disk is None:
+        problems.append(f"{where}: no disk_free_limit.absolute (the 50 MB default is for "
+                        "development)")
+    elif watermark is not None and disk < watermark:
+        problems.append(f"{where}: disk_free_limit.absolute below the memory alarm "
+                        f"({disk / 2**20:g} < {watermark / 2**20:g} MiB)")
+    elif volume_size is not None and disk >= volume_size:
+        problems.append(f"{where}: disk_free_limit.absolute ({disk / 2**20:g} MiB) is not below "
+                        f"the {volume_size / 2**20:g} MiB volume: the alarm would never clear")
+    return problems
+
+
+def rabbitmq_files_k8s(c: Cluster) -> tuple[dict[str, str], list[str]]:
+    """The RabbitMQ configuration files the rabbitmq pod mounts from ConfigMaps."""
+    pod, files, problems = c.pod("rabbitmq"), {}, []
+    if pod is None:
+        return files, problems
+    volumes = {v["name"]: v for v in pod.spec.get("volumes", [])}
+    for mount in pod.containers[0].get("volumeMounts", []):
+        path = mount["mountPath"]
+        if not (path.startswith(RABBITMQ_CONF_D) or path == RABBITMQ_ADVANCED_CONFIG):
+            continue
+        config_map = volumes.get(mount["name"], {}).get("configMap")
+        data = c._data("ConfigMap", config_map["name"]) if config_map else None
+        if data is None or mount.get("subPath") not in data:
+            problems.append(f"k8s rabbitmq: {path} is not a key of a ConfigMap")
+            continue
+        if not mount.get("readOnly"):
+            problems.append(f"k8s rabbitmq: {path} must be mounted read-only")
+        files[path] = data[mount["subPath"]]
+    return files, problems
+
+
+def rabbitmq_files_compose(service: dict, base: Path) -> tuple[dict[str, str], list[str]]:
+    """The RabbitMQ configuration files Compose bind-mounts, read from the repository."""
+    files, problems = {}, []
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            source, target = volume.get("source", ""), volume.get("target", "")
+            read_only = bool(volume.get("read_only"))
+        else:
+            parts = str(volume).split(":")
+            source, target = parts[0], parts[1] if len(parts) > 1 else ""
+            read_only = len(parts) > 2 and "ro" in parts[2].split(",")
+        if not (target.startswith(RABBITMQ_CONF_D) or target == RABBITMQ_ADVANCED_CONFIG):
+            continue
+        file = base / source
+        if not file.is_file():
+            problems.append(f"compose rabbitmq: {source} (mounted as {target}) is not a file")
+            continue
+        if not read_only:
+            problems.append(f"compose rabbitmq: {target} must be mounted read-only")
+        files[target] = file.read_text()
+    return files, problems
+
+
+def check_broker_limits(i: Inputs) -> list[str]:
+    """RabbitMQ's memory alarm, WAL and disk alarm fit each deployment's container; Compose and
+    Kubernetes give it the same files; nothing the RabbitMQ 4 image refuses is set."""
+    c, problems = i.cluster, []
+    service = (i.compose.get("services") or {}).get("rabbitmq")
+    pod = c.pod("rabbitmq")
+    k8s_files, found = rabbitmq_files_k8s(c)
+    problems += found
+    if pod is not None:
+        container = pod.containers[0]
+        limit = kubernetes_bytes(container.get("resources", {}).get("limits", {}).get("memory", ""))
+        volume = None
+        claims = {t["metadata"]["name"]: t for t in pod.workload["spec"].get("volumeClaimTemplates", [])}
+        for mount in container.get("volumeMounts", []):
+            if mount["mountPath"] == "/var/lib/rabbitmq" and mount["name"] in claims:
+                requested = claims[mount["name"]]["spec"]["resources"]["requests"]["storage"]
+                volume = kubernetes_bytes(requested)
+        problems += check_rabbitmq_settings("k8s rabbitmq", k8s_files, limit, volume)
+        env, _ = c.resolve(container)
+        problems += [f"k8s rabbitmq: {name} is refused by the RabbitMQ 4 image"
+                     for name in sorted(set(env) & RABBITMQ_DEPRECATED_VARIABLES)]
+    if service is not None:
+        compose_files, found = rabbitmq_files_compose(service, i.repo)
+        problems += found
+        memory = ((service.get("deploy") or {}).get("resources") or {}).get("limits", {}).get("memory")
+        problems += check_rabbitmq_settings("compose rabbitmq", compose_files,
+                                            compose_bytes(memory) if memory else None)
+        env = compose_environment(service, i.repo)
+        problems += [f"compose rabbitmq: {name} is refused by the RabbitMQ 4 image"
+                     for name in sorted(set(env) & RABBITMQ_DEPRECATED_VARIABLES)]
+        if pod is not None:
+            for path in sorted(set(k8s_files) | set(compose_files)):
+                if k8s_files.get(path) != compose_files.get(path):
+                    problems.append(f"rabbitmq: {path} differs between Compose and the ConfigMap")
+    return problems
+
+
 CHECKS: list[tuple[str, Callable[[Inputs], list[str]]]] = [
     ("names, namespace, NodePort 30000, pod labels", check_names),
     ("images pinned to the workspace version / upstream tags", check_images),
@@ -955,6 +1152,7 @@ CHECKS: list[tuple[str, Callable[[Inputs], list[str]]]] = [
     ("databases: psql lands in movies/orders, data on volumes", check_databases),
     ("pod hardening, resources, graceful shutdown", check_pod_hardening),
     ("compose and Kubernetes agree on shared settings", check_settings_agree),
+    ("RabbitMQ's memory, WAL and disk limits fit its containers", check_broker_limits),
 ]
 
 

@@ -292,6 +292,92 @@ class ContractTest(unittest.TestCase):
         self.assertProblem(contract.check_network_flows, i,
                            "monitoring namespace -> rabbitmq:management is allowed, should be blocked")
 
+    # --- RabbitMQ's own limits ---
+
+    def config_map(self, i: contract.Inputs) -> dict:
+        return i.cluster.get("ConfigMap", "rabbitmq-config")["data"]
+
+    def compose_copy(self, i: contract.Inputs, edit) -> None:
+        """Points Compose's 90-limits.conf mount at an edited copy of the file."""
+        text = edit((REPO / "rabbitmq/90-limits.conf").read_text())
+        copy = Path(tempfile.mkdtemp()) / "90-limits.conf"
+        copy.write_text(text)
+        volumes = i.compose["services"]["rabbitmq"]["volumes"]
+        volumes[:] = [f"{copy}:/etc/rabbitmq/conf.d/90-limits.conf:ro" if "90-limits" in v else v
+                      for v in volumes]
+
+    def test_a_memory_alarm_without_headroom_under_the_container_limit(self):
+        i = self.broken()
+        container(i, "rabbitmq")["resources"]["limits"]["memory"] = "384Mi"
+        self.assertProblem(contract.check_broker_limits, i,
+                           "k8s rabbitmq: memory alarm at 320 MiB leaves less than 25% of the "
+                           "384 MiB container limit")
+        i = self.broken()
+        del i.compose["services"]["rabbitmq"]["deploy"]
+        self.assertProblem(contract.check_broker_limits, i,
+                           "compose rabbitmq: rabbitmq has no memory limit")
+
+    def test_a_relative_or_missing_memory_alarm(self):
+        i = self.broken()
+        data = self.config_map(i)
+        data["90-limits.conf"] = data["90-limits.conf"].replace(
+            "vm_memory_high_watermark.absolute = 320MiB", "vm_memory_high_watermark.relative = 0.6")
+        self.assertProblem(contract.check_broker_limits, i,
+                           "k8s rabbitmq: vm_memory_high_watermark.relative",
+                           "k8s rabbitmq: no vm_memory_high_watermark.absolute",
+                           "/etc/rabbitmq/conf.d/90-limits.conf differs between Compose and the ConfigMap")
+
+    def test_the_default_wal_size_or_one_missing_for_rabbitmq_4_3(self):
+        i = self.broken()
+        self.compose_copy(i, lambda t: t.replace("raft.wal_max_size_bytes = 67108864",
+                                                 "raft.wal_max_size_bytes = 536870912"))
+        self.assertProblem(contract.check_broker_limits, i,
+                           "compose rabbitmq: raft.wal_max_size_bytes = 512 MiB needs 3x that under "
+                           "the 320 MiB memory alarm",
+                           "compose rabbitmq: /etc/rabbitmq/advanced.config must set rabbit "
+                           "quorum_wal_max_size_bytes to raft.wal_max_size_bytes (536870912)")
+        i = self.broken()
+        del self.config_map(i)["advanced.config"]
+        self.assertProblem(contract.check_broker_limits, i,
+                           "k8s rabbitmq: /etc/rabbitmq/advanced.config is not a key of a ConfigMap",
+                           "k8s rabbitmq: /etc/rabbitmq/advanced.config must set rabbit "
+                           "quorum_wal_max_size_bytes")
+
+    def test_a_development_or_impossible_disk_alarm(self):
+        i = self.broken()
+        data = self.config_map(i)
+        data["90-limits.conf"] = data["90-limits.conf"].replace("disk_free_limit.absolute = 320MiB",
+                                                                "disk_free_limit.absolute = 50MB")
+        self.assertProblem(contract.check_broker_limits, i,
+                           "k8s rabbitmq: disk_free_limit.absolute below the memory alarm")
+        i = self.broken()
+        workload(i, "rabbitmq")["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"][
+            "storage"] = "256Mi"
+        self.assertProblem(contract.check_broker_limits, i,
+                           "k8s rabbitmq: disk_free_limit.absolute (320 MiB) is not below the "
+                           "256 MiB volume")
+
+    def test_broker_files_mounted_writable_or_variables_rabbitmq_4_refuses(self):
+        i = self.broken()
+        volumes = i.compose["services"]["rabbitmq"]["volumes"]
+        volumes[:] = [v.removesuffix(":ro") for v in volumes]
+        i.compose["services"]["rabbitmq"]["environment"]["RABBITMQ_VM_MEMORY_HIGH_WATERMARK"] = "0.4"
+        self.assertProblem(contract.check_broker_limits, i,
+                           "compose rabbitmq: /etc/rabbitmq/conf.d/90-limits.conf must be mounted read-only",
+                           "compose rabbitmq: RABBITMQ_VM_MEMORY_HIGH_WATERMARK is refused by the "
+                           "RabbitMQ 4 image")
+
+    def test_information_units_as_each_tool_counts_them(self):
+        # RabbitMQ: M is decimal, MiB binary; Docker: M is binary.
+        self.assertEqual(contract.rabbitmq_bytes("512M"), 512_000_000)
+        self.assertEqual(contract.rabbitmq_bytes("320MiB"), 320 * 2**20)
+        self.assertEqual(contract.rabbitmq_bytes("67108864"), 2**26)
+        self.assertIsNone(contract.rabbitmq_bytes("0.4"))
+        self.assertEqual(contract.compose_bytes("512M"), 512 * 2**20)
+        self.assertEqual(contract.compose_bytes("1gb"), 2**30)
+        self.assertEqual(contract.kubernetes_bytes("512Mi"), 512 * 2**20)
+        self.assertEqual(contract.kubernetes_bytes("1G"), 10**9)
+
     # --- compose parsing ---
 
     def test_compose_interpolation(self):

@@ -342,7 +342,7 @@ class GeneratedFilesTest(unittest.TestCase):
                          for c in d["spec"]["template"]["spec"]["containers"]})
         self.assertEqual(images, ["alice/api-gateway:0.2.0", "alice/billing-app:0.2.0",
                                   "alice/inventory-app:0.2.0", "postgres:15-alpine",
-                                  "rabbitmq:3.13-management-alpine"])
+                                  "rabbitmq:4.3-management-alpine"])
         self.assertNotIn("dev-password", rendered)
 
 
