@@ -177,8 +177,10 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the client to `X-Forwarded-For` and records the original scheme and host. The
-/// `Host` header is removed so that the client library sets the upstream's own.
+/// Appends the client to `X-Forwarded-For`, and says how the request first arrived: the
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` of a reverse proxy in front (the Compose entry
+/// terminates TLS) are kept, otherwise this hop's own are set. The `Host` header is removed so
+/// that the client library sets the upstream's own.
 fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr) {
     let client_ip = ip_text(client.ip());
     let forwarded_for = match headers.get(X_FORWARDED_FOR).map(HeaderValue::to_str) {
@@ -188,8 +190,15 @@ fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr) {
     if let Ok(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Some(host) = headers.remove(header::HOST) {
+    let proto_given = headers
+        .get(X_FORWARDED_PROTO)
+        .is_some_and(|proto| proto == "https" || proto == "http");
+    if !proto_given {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if let Some(host) = headers.remove(header::HOST)
+        && !headers.contains_key(X_FORWARDED_HOST)
+    {
         headers.insert(X_FORWARDED_HOST, host);
     }
 }
@@ -269,5 +278,26 @@ mod tests {
         assert_eq!(headers[X_FORWARDED_PROTO], "http");
         assert_eq!(headers[X_FORWARDED_HOST], "shop.example");
         assert!(!headers.contains_key(header::HOST));
+    }
+
+    #[test]
+    fn what_a_reverse_proxy_in_front_says_of_the_original_request_is_kept() {
+        let mut headers = HeaderMap::new();
+        headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        headers.insert(X_FORWARDED_HOST, HeaderValue::from_static("shop.example"));
+        headers.insert(header::HOST, HeaderValue::from_static("api-gateway:3000"));
+        add_forwarded(&mut headers, "172.18.0.5:4567".parse().unwrap());
+        assert_eq!(headers[X_FORWARDED_FOR], "203.0.113.9, 172.18.0.5");
+        assert_eq!(headers[X_FORWARDED_PROTO], "https");
+        assert_eq!(headers[X_FORWARDED_HOST], "shop.example");
+
+        let mut headers = HeaderMap::new();
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("gopher"));
+        add_forwarded(&mut headers, "10.1.2.3:4567".parse().unwrap());
+        assert_eq!(
+            headers[X_FORWARDED_PROTO], "http",
+            "only http or https is passed on"
+        );
     }
 }

@@ -174,11 +174,17 @@ async fn with_its_node_killed_the_gateway_moves_to_the_next_node_at_once() {
     assert!(moved < Duration::from_secs(2), "moved on after {moved:.2?}");
     let log = gateway.output();
     assert!(
-        log.contains(&format!("connection to RabbitMQ node 127.0.0.1:{} lost", first.port())),
+        log.contains(&format!(
+            "connection to RabbitMQ node 127.0.0.1:{} lost",
+            first.port()
+        )),
         "{log}"
     );
     assert!(
-        log.contains(&format!("connected to RabbitMQ node 127.0.0.1:{}", second.port())),
+        log.contains(&format!(
+            "connected to RabbitMQ node 127.0.0.1:{}",
+            second.port()
+        )),
         "{log}"
     );
 }
