@@ -48,6 +48,7 @@ impl InProcess {
         }
     }
 
+    /// Where the service listens (127.0.0.1 unless started elsewhere).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
