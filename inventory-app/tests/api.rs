@@ -36,13 +36,8 @@ struct TestApp {
 async fn spawn_app() -> TestApp {
     let db = TestDatabase::create().await;
     let app = TestApp::start(db.settings(), db);
-    for _ in 0..100 {
-        if app.get("/ready").await.status() == StatusCode::OK {
-            return app;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("inventory-app did not become ready");
+    app.client.wait_for_ready(200).await;
+    app
 }
 
 /// `path` with `query` appended, encoded as an HTTP client encodes query parameters.
@@ -494,9 +489,7 @@ async fn an_exhausted_pool_answers_503_quickly_instead_of_hanging() {
     settings.pool_size = 1;
     settings.acquire_timeout = Duration::from_millis(300);
     let app = TestApp::start(settings, db);
-    while app.get("/ready").await.status() != StatusCode::OK {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.client.wait_for_ready(200).await;
 
     // Another client locks the table, so the first request holds the only pooled connection.
     let pool = app.db.pool().await;
@@ -633,9 +626,7 @@ async fn a_database_outage_before_the_first_byte_is_a_json_503() {
     settings.port = proxy.port();
     settings.acquire_timeout = Duration::from_millis(500);
     let app = TestApp::start(settings, db);
-    while app.get("/ready").await.status() != StatusCode::OK {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.client.wait_for_ready(200).await;
     insert_many(&app, 1_000).await;
     assert_eq!(list_body(&app, &[]).await.as_array().unwrap().len(), 1_000);
 

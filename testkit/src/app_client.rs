@@ -2,6 +2,7 @@
 //! tests of what the routes answer rather than of how the server handles connections.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
@@ -9,6 +10,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use common::server::App;
 use serde_json::Value;
 use tower::ServiceExt;
+
+use crate::eventually;
 
 /// Where in-process requests come from, for handlers that read `ConnectInfo<SocketAddr>`: the
 /// loopback address, as for a test client on this machine (port 0: there is no connection).
@@ -35,6 +38,17 @@ impl AppClient {
             .body(Body::empty())
             .expect("a valid request");
         self.send(request).await
+    }
+
+    /// Waits until `GET /ready` answers `status`, as [`crate::wait_for_ready`] does for a
+    /// service on a socket.
+    pub async fn wait_for_ready(&self, status: u16) {
+        eventually(
+            Duration::from_secs(30),
+            &format!("/ready answers {status}"),
+            || async { self.get("/ready").await.status() == status },
+        )
+        .await;
     }
 
     /// Sends `request` with what a client and its connection would add: a `Host` header

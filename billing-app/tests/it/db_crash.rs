@@ -132,10 +132,7 @@ async fn billing_app_is_ready_within_3_s_of_its_database_answering_after_a_long_
 
     postgres.restart().await;
     let back = Instant::now();
-    eventually(Duration::from_secs(30), "/ready answers 200", || async {
-        ready_status(&service.url()).await == 200
-    })
-    .await;
+    wait_for_ready(&service.url(), 200).await;
     let recovered = back.elapsed();
     eprintln!("ready {recovered:.2?} after the database answered");
     assert!(
