@@ -23,7 +23,8 @@ static MIGRATOR: Migrator = sqlx::migrate!();
 /// probes and the metrics, with the server's limits, request ids and logs) and, as a future to
 /// spawn, the consumer it reports on. That future applies the migrations to `db` (retrying
 /// until PostgreSQL answers), then consumes `billing_queue` until `shutdown` is cancelled,
-/// finishing the batch in hand first.
+/// finishing the batch in hand first. Everything but the database comes from `settings`
+/// (`settings.database` is what `db` was made from).
 ///
 /// This is what [`serve`] runs; tests drive the application in-process with
 /// `tower::ServiceExt::oneshot`. The two share their state: `/ready` is false until the

@@ -1,12 +1,12 @@
 //! A service's complete HTTP application ([`App`]) driven in this process without a socket, for
 //! tests of what the routes answer rather than of how the server handles connections.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use common::server::App;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -15,7 +15,7 @@ use crate::eventually;
 
 /// Where in-process requests come from, for handlers that read `ConnectInfo<SocketAddr>`: the
 /// loopback address, as for a test client on this machine (port 0: there is no connection).
-const CLIENT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+const CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 
 /// Sends requests to an [`App`] with `tower::ServiceExt::oneshot`, each as
 /// `common::server::serve` would hand it over from a connection.
@@ -32,9 +32,7 @@ impl AppClient {
 
     /// `GET {path_and_query}`.
     pub async fn get(&self, path_and_query: &str) -> AppResponse {
-        let request = Request::builder()
-            .method(Method::GET)
-            .uri(path_and_query)
+        let request = Request::get(path_and_query)
             .body(Body::empty())
             .expect("a valid request");
         self.send(request).await
@@ -95,10 +93,13 @@ pub struct AppResponse {
 }
 
 impl AppResponse {
+    /// The status code.
     pub fn status(&self) -> StatusCode {
         self.status
     }
 
+    /// The headers the application set (not those a server adds on the wire, such as `date`
+    /// or `content-length` for a streamed body).
     pub fn headers(&self) -> &HeaderMap {
         &self.headers
     }
