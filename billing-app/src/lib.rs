@@ -2,7 +2,8 @@
 //! PostgreSQL database `orders`; serves the stored orders over HTTP.
 //!
 //! - [`config`]: the settings, read from the environment;
-//! - [`startup`]: the HTTP server and the consumer, and their shutdown;
+//! - [`startup`]: the complete application and its consumer ([`startup::app`]), the HTTP
+//!   server, and their shutdown;
 //! - `consumer.rs`: deliveries to rows: batching, idempotent inserts, acks, dead-lettering;
 //! - `db.rs`: every SQL statement;
 //! - `routes/orders.rs`: `GET /api/orders` and `GET /api/orders/{order_id}`;

@@ -1,11 +1,13 @@
 //! Wiring: the HTTP server, the database, the consumer, and their shutdown.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use common::db::Database;
+use common::health;
 use common::metrics::Metrics;
-use common::{health, server};
+use common::server::{self, App};
 use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -17,22 +19,22 @@ use crate::routes;
 /// The schema, embedded in the binary and applied at start.
 static MIGRATOR: Migrator = sqlx::migrate!();
 
-/// Serves HTTP on `listener` and consumes `billing_queue` until `shutdown` is cancelled.
-/// Consuming starts once the database schema is in place, and on shutdown the batch in hand
-/// is finished before the process exits. Tests pass a listener bound to port 0.
-pub async fn serve(
-    listener: TcpListener,
-    settings: Settings,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let Settings {
-        database,
-        broker,
-        prefetch,
-        server: server_settings,
-        ..
-    } = settings;
-    let db = Database::new(&database);
+/// billing-app over `db`, without a socket: the complete HTTP application (the read API, the
+/// probes and the metrics, with the server's limits, request ids and logs) and, as a future to
+/// spawn, the consumer it reports on. That future applies the migrations to `db` (retrying
+/// until PostgreSQL answers), then consumes `billing_queue` until `shutdown` is cancelled,
+/// finishing the batch in hand first. Everything but the database comes from `settings`
+/// (`settings.database` is what `db` was made from).
+///
+/// This is what [`serve`] runs; tests drive the application in-process with
+/// `tower::ServiceExt::oneshot`. The two share their state: `/ready` is false until the
+/// consumer consumes and while its inserts fail, and the read API answers 503 until the schema
+/// is in place.
+pub fn app(
+    db: &Database,
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> (App, impl Future<Output = ()> + Send + 'static) {
     let metrics = Metrics::new();
     let consuming = Arc::new(AtomicBool::new(false));
     let storing = Storing::default();
@@ -44,19 +46,20 @@ pub async fn serve(
     let app = server::app(
         routes::router(db.clone()).merge(health::routes(checks, metrics.clone())),
         metrics.clone(),
-        &server_settings,
+        &settings.server,
     );
 
     let consumer = Consumer {
         database: db.clone(),
-        topology: broker.topology(),
-        prefetch,
+        topology: settings.broker.topology(),
+        prefetch: settings.prefetch,
         metrics: ConsumerMetrics::register(&metrics),
         consuming,
         storing,
         shutdown: shutdown.clone(),
     };
-    let consuming = tokio::spawn(async move {
+    let broker = settings.broker.clone();
+    let consume = async move {
         if consumer
             .database
             .prepare(&MIGRATOR, &consumer.shutdown)
@@ -64,10 +67,24 @@ pub async fn serve(
         {
             consumer.run(&broker).await;
         }
-    });
+    };
+    (app, consume)
+}
 
-    let served = server::serve(listener, app, &server_settings, shutdown).await;
-    if tokio::time::timeout(server_settings.shutdown_timeout, consuming)
+/// Serves HTTP on `listener` and consumes `billing_queue` until `shutdown` is cancelled.
+/// Consuming starts once the database schema is in place, and on shutdown the batch in hand
+/// is finished before the process exits. Tests pass a listener bound to port 0.
+pub async fn serve(
+    listener: TcpListener,
+    settings: Settings,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let db = Database::new(&settings.database);
+    let (app, consumer) = app(&db, &settings, &shutdown);
+    let consuming = tokio::spawn(consumer);
+
+    let served = server::serve(listener, app, &settings.server, shutdown).await;
+    if tokio::time::timeout(settings.server.shutdown_timeout, consuming)
         .await
         .is_err()
     {

@@ -1,7 +1,8 @@
 //! inventory-app: the movie inventory, a JSON API over its own PostgreSQL database `movies`.
 //!
 //! - [`config`]: the settings, read from the environment;
-//! - [`startup`]: binds the port, prepares the database, serves until shutdown;
+//! - [`startup`]: the complete application ([`startup::app`]), preparing the database, and
+//!   serving until shutdown;
 //! - `routes/movies.rs`: the `/api/movies` handlers and their request bodies;
 //! - `model.rs`: what a movie is and the rules its fields obey;
 //! - `db.rs`: every SQL statement;

@@ -1,116 +1,109 @@
-//! The movie API served by the real router and server, against a fresh PostgreSQL database
-//! per test.
+//! The movie API served by the real application (`startup::app`: routes, limits, request ids,
+//! metrics), driven in-process without a socket, against a fresh PostgreSQL database per test.
+//! The server's own handling of connections is tested in `hostile.rs` and `process.rs`.
 
 use std::time::Duration;
 
-use inventory_app::Settings;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use common::db::{Database, DatabaseSettings};
+use common::server::ServerSettings;
 use inventory_app::startup;
-use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
-use testkit::TestDatabase;
-use tokio_util::sync::CancellationToken;
+use testkit::{AppClient, AppResponse, TestDatabase};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
-/// inventory-app serving on a random port; stopped when dropped.
-struct RunningApp {
-    url: String,
-    shutdown: CancellationToken,
-}
-
-impl Drop for RunningApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-async fn start(database: common::db::DatabaseSettings) -> RunningApp {
-    let settings = Settings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database,
-        server: common::server::ServerSettings {
-            shutdown_timeout: Duration::from_secs(5),
-            ..Default::default()
-        },
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a port");
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(startup::serve(listener, settings, shutdown.clone()));
-    RunningApp { url, shutdown }
+/// inventory-app's application over `database`, with the database prepared in the background
+/// as `serve` does; the preparing stops when the guard is dropped.
+fn start(database: DatabaseSettings) -> (AppClient, DropGuard) {
+    let db = Database::new(&database);
+    let app = AppClient::new(startup::app(&db, &ServerSettings::default()));
+    let preparing = CancellationToken::new();
+    tokio::spawn({
+        let preparing = preparing.clone();
+        async move { startup::prepare_database(&db, &preparing).await }
+    });
+    (app, preparing.drop_guard())
 }
 
 struct TestApp {
-    app: RunningApp,
+    client: AppClient,
     db: TestDatabase,
-    http: reqwest::Client,
+    _preparing: DropGuard,
 }
 
 /// inventory-app with a fresh database, once `/ready` says so.
 async fn spawn_app() -> TestApp {
     let db = TestDatabase::create().await;
-    let app = TestApp {
-        app: start(db.settings()).await,
-        db,
-        http: reqwest::Client::new(),
-    };
-    for _ in 0..100 {
-        if app.get("/ready").await.status() == StatusCode::OK {
-            return app;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let app = TestApp::start(db.settings(), db);
+    app.client.wait_for_ready(200).await;
+    app
+}
+
+/// `path` with `query` appended, encoded as an HTTP client encodes query parameters.
+fn with_query(path: &str, query: &[(&str, &str)]) -> String {
+    let url = reqwest::Url::parse_with_params("http://inventory", query).expect("a valid URL");
+    match url.query() {
+        Some(query) if !query.is_empty() => format!("{path}?{query}"),
+        _ => path.to_owned(),
     }
-    panic!("inventory-app did not become ready");
 }
 
 impl TestApp {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.app.url)
+    /// inventory-app over `settings`, which reach `db` (directly or not); `db` is kept for the
+    /// test's own queries.
+    fn start(settings: DatabaseSettings, db: TestDatabase) -> Self {
+        let (client, preparing) = start(settings);
+        Self {
+            client,
+            db,
+            _preparing: preparing,
+        }
     }
 
-    async fn get(&self, path: &str) -> Response {
-        self.http.get(self.url(path)).send().await.expect("GET")
+    async fn get(&self, path: &str) -> AppResponse {
+        self.client.get(path).await
     }
 
-    async fn delete(&self, path: &str) -> Response {
-        self.http
-            .delete(self.url(path))
-            .send()
-            .await
-            .expect("DELETE")
+    async fn delete(&self, path: &str) -> AppResponse {
+        self.send_raw(Method::DELETE, path, None, "").await
     }
 
-    async fn post_json(&self, path: &str, body: Value) -> Response {
-        self.http
-            .post(self.url(path))
-            .json(&body)
-            .send()
-            .await
-            .expect("POST")
+    async fn post_json(&self, path: &str, body: Value) -> AppResponse {
+        self.send_raw(
+            Method::POST,
+            path,
+            Some("application/json"),
+            body.to_string(),
+        )
+        .await
     }
 
-    async fn put_json(&self, path: &str, body: Value) -> Response {
-        self.http
-            .put(self.url(path))
-            .json(&body)
-            .send()
-            .await
-            .expect("PUT")
+    async fn put_json(&self, path: &str, body: Value) -> AppResponse {
+        self.send_raw(
+            Method::PUT,
+            path,
+            Some("application/json"),
+            body.to_string(),
+        )
+        .await
     }
 
     /// Sends a raw body with the given Content-Type (or none).
     async fn send_raw(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         content_type: Option<&str>,
-        body: impl Into<reqwest::Body>,
-    ) -> Response {
-        let mut request = self.http.request(method, self.url(path)).body(body);
+        body: impl Into<Body>,
+    ) -> AppResponse {
+        let mut request = Request::builder().method(method).uri(path);
         if let Some(content_type) = content_type {
-            request = request.header("content-type", content_type);
+            request = request.header(header::CONTENT_TYPE, content_type);
         }
-        request.send().await.expect("request")
+        self.client
+            .send(request.body(body.into()).expect("a valid request"))
+            .await
     }
 
     async fn create(&self, title: &str, description: &str) -> Value {
@@ -121,7 +114,7 @@ impl TestApp {
             )
             .await;
         assert_eq!(response.status(), StatusCode::OK);
-        response.json().await.unwrap()
+        response.json()
     }
 
     /// Every stored row, read straight from the database.
@@ -137,14 +130,14 @@ impl TestApp {
 }
 
 /// Asserts the status and that the body is a JSON error; returns its message.
-async fn expect_error(response: Response, status: StatusCode) -> String {
+fn expect_error(response: AppResponse, status: StatusCode) -> String {
     assert_eq!(response.status(), status, "unexpected status");
     assert_eq!(
         response.headers()["content-type"],
         "application/json",
         "errors are JSON"
     );
-    let body: Value = response.json().await.expect("a JSON body");
+    let body = response.json();
     body["error"]
         .as_str()
         .unwrap_or_else(|| panic!("no error message in {body}"))
@@ -171,14 +164,14 @@ async fn audit_post_then_get_with_trailing_slashes() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
-    let created: Value = response.json().await.unwrap();
+    let created = response.json();
     assert!(created["id"].as_i64().unwrap() >= 1);
     assert_eq!(created["title"], "A new movie");
     assert_eq!(created["description"], "Very short description");
 
     let response = app.get("/api/movies/").await;
     assert_eq!(response.status(), StatusCode::OK);
-    let movies: Value = response.json().await.unwrap();
+    let movies = response.json();
     assert_eq!(movies, json!([created]));
 }
 
@@ -191,17 +184,17 @@ async fn every_route_answers_with_and_without_trailing_slash() {
         let one = format!("/api/movies/{id}{slash}");
 
         assert_eq!(app.get(&format!("/api/movies{slash}")).await.status(), 200);
-        let shown: Value = app.get(&one).await.json().await.unwrap();
+        let shown = app.get(&one).await.json();
         assert_eq!(shown, movie);
 
         let response = app.put_json(&one, json!({"title": "Aliens"})).await;
         assert_eq!(response.status(), StatusCode::OK);
-        let updated: Value = response.json().await.unwrap();
+        let updated = response.json();
         assert_eq!(updated["title"], "Aliens");
 
         let response = app.delete(&one).await;
         assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(response.json::<Value>().await.unwrap()["deleted"], 1);
+        assert_eq!(response.json()["deleted"], 1);
 
         app.create("Heat", "").await;
         let response = app.delete(&format!("/api/movies{slash}")).await;
@@ -216,14 +209,13 @@ async fn get_put_delete_of_an_absent_movie_are_404() {
     app.create("Kept", "untouched").await;
     let before = app.stored().await;
 
-    let message = expect_error(app.get("/api/movies/999").await, StatusCode::NOT_FOUND).await;
+    let message = expect_error(app.get("/api/movies/999").await, StatusCode::NOT_FOUND);
     assert_eq!(message, "movie 999 not found");
     expect_error(
         app.put_json("/api/movies/999", json!({"title": "x"})).await,
         StatusCode::NOT_FOUND,
-    )
-    .await;
-    expect_error(app.delete("/api/movies/999").await, StatusCode::NOT_FOUND).await;
+    );
+    expect_error(app.delete("/api/movies/999").await, StatusCode::NOT_FOUND);
 
     assert_eq!(app.stored().await, before);
 }
@@ -240,7 +232,7 @@ async fn put_replaces_only_the_fields_present() {
         )
         .await;
     assert_eq!(
-        response.json::<Value>().await.unwrap(),
+        response.json(),
         json!({"id": id, "title": "Old title", "description": "New description"})
     );
 
@@ -248,7 +240,7 @@ async fn put_replaces_only_the_fields_present() {
         .put_json(&format!("/api/movies/{id}"), json!({"title": "New title"}))
         .await;
     assert_eq!(
-        response.json::<Value>().await.unwrap(),
+        response.json(),
         json!({"id": id, "title": "New title", "description": "New description"})
     );
 }
@@ -272,14 +264,10 @@ async fn title_filter_is_a_case_insensitive_literal_substring() {
         let app = &app;
         async move {
             let response = app
-                .http
-                .get(app.url("/api/movies"))
-                .query(&[("title", filter)])
-                .send()
-                .await
-                .unwrap();
+                .get(&with_query("/api/movies", &[("title", filter)]))
+                .await;
             assert_eq!(response.status(), StatusCode::OK);
-            let movies: Value = response.json().await.unwrap();
+            let movies = response.json();
             titles(&movies)
                 .into_iter()
                 .map(str::to_owned)
@@ -307,7 +295,6 @@ async fn bad_bodies_are_rejected_and_change_nothing() {
     let id = app.create("Kept", "untouched").await["id"].clone();
     let one = format!("/api/movies/{id}");
     let before = app.stored().await;
-    use reqwest::Method;
 
     for (method, path) in [(Method::POST, "/api/movies"), (Method::PUT, one.as_str())] {
         let json = Some("application/json");
@@ -372,21 +359,19 @@ async fn bad_bodies_are_rejected_and_change_nothing() {
                 .await;
             let short: String = body.chars().take(40).collect();
             assert_eq!(response.status(), status, "{method} {path} {short:?}");
-            expect_error(response, status).await;
+            expect_error(response, status);
         }
     }
     let message = expect_error(
         app.post_json("/api/movies", json!({"description": "no title"}))
             .await,
         StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
+    );
     assert_eq!(message, "title is required");
     expect_error(
         app.put_json(&one, json!({})).await,
         StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
+    );
 
     assert_eq!(app.stored().await, before, "no bad request changed a row");
 }
@@ -399,20 +384,18 @@ async fn bad_ids_are_400_on_every_id_route() {
 
     for id in ["0", "-1", "abc", "1.5", "9223372036854775808", "%20", "1e3"] {
         let path = format!("/api/movies/{id}");
-        expect_error(app.get(&path).await, StatusCode::BAD_REQUEST).await;
+        expect_error(app.get(&path).await, StatusCode::BAD_REQUEST);
         expect_error(
             app.put_json(&path, json!({"title": "x"})).await,
             StatusCode::BAD_REQUEST,
-        )
-        .await;
-        expect_error(app.delete(&path).await, StatusCode::BAD_REQUEST).await;
+        );
+        expect_error(app.delete(&path).await, StatusCode::BAD_REQUEST);
     }
     // The largest id fits the column: it is simply absent.
     expect_error(
         app.get("/api/movies/9223372036854775807").await,
         StatusCode::NOT_FOUND,
-    )
-    .await;
+    );
 
     assert_eq!(app.stored().await, before);
 }
@@ -436,32 +419,26 @@ async fn unicode_and_sql_metacharacters_are_stored_literally() {
     assert_eq!(stored, titles_in);
 
     let response = app
-        .http
-        .get(app.url("/api/movies"))
-        .query(&[("title", "'); drop")])
-        .send()
-        .await
-        .unwrap();
-    let found: Value = response.json().await.unwrap();
+        .get(&with_query("/api/movies", &[("title", "'); drop")]))
+        .await;
+    let found = response.json();
     assert_eq!(titles(&found), ["Robert'); DROP TABLE movies;--"]);
 }
 
 #[tokio::test]
 async fn unknown_routes_and_methods_answer_json() {
     let app = spawn_app().await;
-    expect_error(app.get("/api/nothing").await, StatusCode::NOT_FOUND).await;
-    let response = app
-        .send_raw(reqwest::Method::PATCH, "/api/movies", None, "")
-        .await;
+    expect_error(app.get("/api/nothing").await, StatusCode::NOT_FOUND);
+    let response = app.send_raw(Method::PATCH, "/api/movies", None, "").await;
     assert_eq!(response.headers()["allow"], "GET,HEAD,POST,DELETE");
-    expect_error(response, StatusCode::METHOD_NOT_ALLOWED).await;
+    expect_error(response, StatusCode::METHOD_NOT_ALLOWED);
 }
 
 #[tokio::test]
 async fn probes_metrics_and_request_ids() {
     let app = spawn_app().await;
     assert_eq!(app.get("/health").await.status(), StatusCode::OK);
-    let ready: Value = app.get("/ready").await.json().await.unwrap();
+    let ready = app.get("/ready").await.json();
     assert_eq!(
         ready,
         json!({"status": "ready", "checks": {"database": "ok"}})
@@ -470,16 +447,14 @@ async fn probes_metrics_and_request_ids() {
     let response = app.get("/api/movies/12345").await;
     let generated = response.headers()["x-request-id"].to_str().unwrap();
     assert_eq!(generated.len(), 36, "a UUID is generated: {generated}");
-    let response = app
-        .http
-        .get(app.url("/api/movies"))
+    let request = Request::get("/api/movies")
         .header("x-request-id", "trace-me-42")
-        .send()
-        .await
+        .body(Body::empty())
         .unwrap();
+    let response = app.client.send(request).await;
     assert_eq!(response.headers()["x-request-id"], "trace-me-42");
 
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.get("/metrics").await.text();
     assert!(
         metrics.contains(
             r#"http_requests_total{method="GET",route="/api/movies/{id}",status="404"} 1"#
@@ -495,18 +470,15 @@ async fn without_a_database_it_is_alive_but_not_ready_and_answers_503() {
     let mut database = TestDatabase::create().await.settings();
     // Nothing listens on port 1: the database is unreachable.
     database.port = 1;
-    let app = start(database).await;
-    let http = reqwest::Client::new();
-    let get = |path: &str| http.get(format!("{}{path}", app.url)).send();
+    let (app, _preparing) = start(database);
 
-    assert_eq!(get("/health").await.unwrap().status(), StatusCode::OK);
-    let ready = get("/ready").await.unwrap();
+    assert_eq!(app.get("/health").await.status(), StatusCode::OK);
+    let ready = app.get("/ready").await;
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     let message = expect_error(
-        get("/api/movies").await.unwrap(),
+        app.get("/api/movies").await,
         StatusCode::SERVICE_UNAVAILABLE,
-    )
-    .await;
+    );
     assert_eq!(message, "the database is not ready yet");
 }
 
@@ -516,14 +488,8 @@ async fn an_exhausted_pool_answers_503_quickly_instead_of_hanging() {
     let mut settings = db.settings();
     settings.pool_size = 1;
     settings.acquire_timeout = Duration::from_millis(300);
-    let app = TestApp {
-        app: start(settings).await,
-        db,
-        http: reqwest::Client::new(),
-    };
-    while app.get("/ready").await.status() != StatusCode::OK {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let app = TestApp::start(settings, db);
+    app.client.wait_for_ready(200).await;
 
     // Another client locks the table, so the first request holds the only pooled connection.
     let pool = app.db.pool().await;
@@ -533,15 +499,15 @@ async fn an_exhausted_pool_answers_503_quickly_instead_of_hanging() {
         .await
         .unwrap();
     let stuck = tokio::spawn({
-        let (http, url) = (app.http.clone(), app.url("/api/movies"));
-        async move { http.get(url).send().await.unwrap().status() }
+        let client = app.client.clone();
+        async move { client.get("/api/movies").await.status() }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     // The lock is released only after this answer, so getting one at all proves no hang.
     let response = app.get("/api/movies/1").await;
     assert_eq!(response.headers()["retry-after"], "1");
-    expect_error(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    expect_error(response, StatusCode::SERVICE_UNAVAILABLE);
 
     lock.rollback().await.unwrap();
     assert_eq!(stuck.await.unwrap(), StatusCode::OK);
@@ -572,16 +538,11 @@ fn as_json(rows: &[(i64, String, String)]) -> Value {
 
 /// The body of a 200 `GET`, checked to be a JSON document.
 async fn list_body(app: &TestApp, query: &[(&str, &str)]) -> Value {
-    let response = app
-        .http
-        .get(app.url("/api/movies/"))
-        .query(query)
-        .send()
-        .await
-        .unwrap();
+    // The whole body arrives, or `send` panics.
+    let response = app.get(&with_query("/api/movies/", query)).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/json");
-    let text = response.text().await.expect("the whole body arrives");
+    let text = response.text();
     serde_json::from_str(&text).expect("the body is one valid JSON document")
 }
 
@@ -664,20 +625,14 @@ async fn a_database_outage_before_the_first_byte_is_a_json_503() {
     .await;
     settings.port = proxy.port();
     settings.acquire_timeout = Duration::from_millis(500);
-    let app = TestApp {
-        app: start(settings).await,
-        db,
-        http: reqwest::Client::new(),
-    };
-    while app.get("/ready").await.status() != StatusCode::OK {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let app = TestApp::start(settings, db);
+    app.client.wait_for_ready(200).await;
     insert_many(&app, 1_000).await;
     assert_eq!(list_body(&app, &[]).await.as_array().unwrap().len(), 1_000);
 
     proxy.cut();
     let response = app.get("/api/movies").await;
     assert_eq!(response.headers()["retry-after"], "1");
-    let message = expect_error(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    let message = expect_error(response, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(message, "the database is unavailable; retry later");
 }

@@ -126,11 +126,7 @@ async fn a_database_outage_in_the_middle_of_a_list_breaks_the_response_and_is_lo
     env.push(("INVENTORY_APP_PORT".into(), "0".into()));
     let service = ServiceProcess::start(BINARY, &env).await;
     let http = reqwest::Client::new();
-    testkit::eventually(Duration::from_secs(10), "inventory-app is ready", || {
-        let (http, url) = (http.clone(), format!("{}/ready", service.url()));
-        async move { http.get(url).send().await.is_ok_and(|r| r.status() == 200) }
-    })
-    .await;
+    testkit::wait_for_ready(&service.url(), 200).await;
     // ~80 MB of JSON: far more than the socket buffers between the service and this client can
     // hold, so the service is still reading pages from the database when it is cut off.
     let pool = db.pool().await;

@@ -48,6 +48,7 @@ impl InProcess {
         }
     }
 
+    /// Where the service listens (127.0.0.1 unless started elsewhere).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -100,11 +101,47 @@ pub async fn metrics_text(url: &str) -> String {
         .expect("metrics text")
 }
 
-/// The value of the sample `sample` (a line of `/metrics` starting with it), or 0.
+/// The value on `GET {url}/metrics` of `sample`: one series (`name{label="value"}`, or the
+/// name of a metric without labels), or, for the bare name of a metric with labels, the sum
+/// of all its series; 0 when there is none.
 pub async fn metric(url: &str, sample: &str) -> f64 {
     metrics_text(url)
         .await
         .lines()
-        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0.0)
+        .filter_map(|line| sample_value(line, sample))
+        .sum()
+}
+
+/// The value on `line` if it is a series of `sample`.
+fn sample_value(line: &str, sample: &str) -> Option<f64> {
+    let mut rest = line.strip_prefix(sample)?;
+    if !sample.contains('{') && rest.starts_with('{') {
+        // A bare name: any of its label sets.
+        rest = &rest[rest.find('}')? + 1..];
+    }
+    // Whatever else follows, such as `_sum` (another metric), does not parse as a value.
+    rest.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sample_value;
+
+    #[test]
+    fn a_sample_is_one_series_or_the_series_of_a_bare_name() {
+        let series = r#"retries_total{reason="unavailable"} 3"#;
+        assert_eq!(
+            sample_value(series, r#"retries_total{reason="unavailable"}"#),
+            Some(3.0)
+        );
+        assert_eq!(sample_value(series, "retries_total"), Some(3.0));
+        assert_eq!(
+            sample_value(series, r#"retries_total{reason="cancelled"}"#),
+            None
+        );
+        assert_eq!(sample_value("in_flight 4", "in_flight"), Some(4.0));
+        assert_eq!(sample_value("seconds_sum 0.5", "seconds"), None);
+        assert_eq!(sample_value(r#"seconds_bucket{le="1"} 2"#, "seconds"), None);
+        assert_eq!(sample_value("# HELP in_flight Requests", "in_flight"), None);
+    }
 }

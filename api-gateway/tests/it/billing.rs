@@ -7,9 +7,9 @@ use testkit::TestQueue;
 use super::*;
 
 /// A gateway publishing to a fresh queue, with no inventory or billing behind it.
-async fn gateway_for(queue: &TestQueue) -> Running {
+async fn gateway_for(queue: &TestQueue) -> InProcess {
     let gateway = gateway_alone(queue.settings()).await;
-    wait_for_ready(&gateway.url).await;
+    wait_for_ready(&gateway.url(), 200).await;
     gateway
 }
 
@@ -30,7 +30,7 @@ async fn an_accepted_order_is_a_persistent_json_message_identified_by_its_order_
     let queue = TestQueue::new();
     let gateway = gateway_for(&queue).await;
     let response = reqwest::Client::new()
-        .post(format!("{}/api/billing/", gateway.url))
+        .post(format!("{}/api/billing/", gateway.url()))
         .header("x-request-id", "req-123")
         .json(&json!({"user_id": "20", "number_of_items": "99", "total_amount": "250"}))
         .send()
@@ -73,7 +73,7 @@ async fn plain_json_numbers_are_accepted_too() {
     let gateway = gateway_for(&queue).await;
     let body = json!({"user_id": 21, "number_of_items": 2, "total_amount": 19.99});
     let (status, _) =
-        json_of(post_json(&format!("{}/api/billing", gateway.url), &body).await).await;
+        json_of(post_json(&format!("{}/api/billing", gateway.url()), &body).await).await;
     assert_eq!(status, 200);
     let order: Order = serde_json::from_slice(&queue.take_all().await[0].body).unwrap();
     assert_eq!(order.total_amount.to_string(), "19.99");
@@ -83,7 +83,7 @@ async fn plain_json_numbers_are_accepted_too() {
 async fn bad_bodies_are_4xx_and_nothing_is_published() {
     let queue = TestQueue::new();
     let gateway = gateway_for(&queue).await;
-    let url = format!("{}/api/billing", gateway.url);
+    let url = format!("{}/api/billing", gateway.url());
     let json = Some("application/json");
     let valid = r#"{"user_id": "1", "number_of_items": "1", "total_amount": "1"}"#;
     let cases: Vec<(Option<&str>, String, u16)> = vec![
@@ -126,7 +126,7 @@ async fn bad_bodies_are_4xx_and_nothing_is_published() {
 async fn an_idempotency_key_makes_a_retry_the_same_order() {
     let queue = TestQueue::new();
     let gateway = gateway_for(&queue).await;
-    let url = format!("{}/api/billing", gateway.url);
+    let url = format!("{}/api/billing", gateway.url());
     let key = "5b0c7f0e-4f0d-4c39-9a43-2f1d7c0e9b11";
     let body = json!({"user_id": "4", "number_of_items": "1", "total_amount": "3"});
     let mut order_ids = Vec::new();
@@ -173,12 +173,12 @@ async fn an_idempotency_key_makes_a_retry_the_same_order() {
 async fn with_the_broker_unreachable_orders_get_503_and_ready_is_false() {
     let queue = TestQueue::new();
     let gateway = gateway_alone(queue.settings_via(1)).await;
-    let health = reqwest::get(format!("{}/health", gateway.url))
+    let health = reqwest::get(format!("{}/health", gateway.url()))
         .await
         .unwrap();
     assert_eq!(health.status(), 200, "alive without its broker");
     let (status, ready) = json_of(
-        reqwest::get(format!("{}/ready", gateway.url))
+        reqwest::get(format!("{}/ready", gateway.url()))
             .await
             .unwrap(),
     )
@@ -188,7 +188,7 @@ async fn with_the_broker_unreachable_orders_get_503_and_ready_is_false() {
 
     let body = json!({"user_id": "1", "number_of_items": "1", "total_amount": "1"});
     let (status, error) =
-        json_of(post_json(&format!("{}/api/billing", gateway.url), &body).await).await;
+        json_of(post_json(&format!("{}/api/billing", gateway.url()), &body).await).await;
     assert_eq!(status, 503);
     assert_eq!(error["error"], "the message broker is unavailable");
 }

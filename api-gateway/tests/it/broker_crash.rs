@@ -15,11 +15,11 @@ use super::*;
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The gateway and billing-app, both on `broker`, with a fresh database.
-async fn start_on(broker: &PrivateBroker) -> (TestQueue, TestDatabase, Running, Running) {
+async fn start_on(broker: &PrivateBroker) -> (TestQueue, TestDatabase, InProcess, InProcess) {
     let (queue, orders_db) = (broker.queue(), TestDatabase::create().await);
     let billing = start_billing(orders_db.settings(), queue.settings()).await;
     let gateway = gateway_alone(queue.settings()).await;
-    wait_for_ready(&gateway.url).await;
+    wait_for_ready(&gateway.url(), 200).await;
     // Both have declared the queues; make sure a restarted node still knows them (see
     // `PrivateBroker::sync_metadata`: RabbitMQ 3.10 may forget a queue declared a moment
     // before a crash).
@@ -31,11 +31,11 @@ async fn start_on(broker: &PrivateBroker) -> (TestQueue, TestDatabase, Running, 
 async fn a_broker_killed_while_orders_pour_in_loses_no_confirmed_order() {
     let mut broker = PrivateBroker::start().await;
     let (queue, orders_db, _billing, gateway) = start_on(&broker).await;
-    let posting = Posting::start(&gateway.url, 4);
+    let posting = Posting::start(&gateway.url(), 4);
     posting.wait_accepted(50, Duration::from_secs(30)).await;
 
     broker.kill().await;
-    wait_for_ready_status(&gateway.url, 503).await;
+    wait_for_ready(&gateway.url(), 503).await;
     let refused = posting.refused();
     posting
         .wait_refused(refused + 20, Duration::from_secs(10))
@@ -54,7 +54,7 @@ async fn a_broker_killed_while_orders_pour_in_loses_no_confirmed_order() {
 async fn a_frozen_broker_gets_quick_503s_and_loses_no_confirmed_order() {
     let broker = PrivateBroker::start().await;
     let (queue, orders_db, _billing, gateway) = start_on(&broker).await;
-    let posting = Posting::start(&gateway.url, 4);
+    let posting = Posting::start(&gateway.url(), 4);
     posting.wait_accepted(50, Duration::from_secs(30)).await;
 
     broker.freeze();
@@ -102,14 +102,14 @@ async fn orders_are_accepted_within_2_s_of_the_broker_answering_after_a_long_out
     let mut broker = PrivateBroker::start().await;
     let queue = broker.queue();
     let gateway = gateway_alone(queue.settings()).await;
-    wait_for_ready(&gateway.url).await;
+    wait_for_ready(&gateway.url(), 200).await;
     broker.sync_metadata().await;
-    let url = format!("{}/api/billing", gateway.url);
+    let url = format!("{}/api/billing", gateway.url());
     let order = json!({"user_id": "5", "number_of_items": "1", "total_amount": "1"});
     assert_eq!(post_json(&url, &order).await.status(), 200);
 
     broker.kill().await;
-    wait_for_ready_status(&gateway.url, 503).await;
+    wait_for_ready(&gateway.url(), 503).await;
     tokio::time::sleep(OUTAGE).await;
     broker.restart().await;
     let back = Instant::now();

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use testkit::{PrivateBroker, ServiceProcess, TestDatabase};
+use testkit::{PrivateBroker, ServiceProcess, TestDatabase, eventually};
 
 use super::posting::{Posting, assert_stored_as_answered};
 use super::*;
@@ -32,7 +32,7 @@ async fn gateway_process(broker: &PrivateBroker, queue: &str) -> ServiceProcess 
         ("RUST_LOG".to_owned(), "warn,common::cli=info".to_owned()),
     ]);
     let gateway = ServiceProcess::start(GATEWAY, &env).await;
-    wait_for_ready(&gateway.url()).await;
+    wait_for_ready(&gateway.url(), 200).await;
     gateway
 }
 

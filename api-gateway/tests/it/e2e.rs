@@ -36,7 +36,7 @@ async fn the_acceptance_scenario_end_to_end() {
         orders_db,
         queue,
     } = start_stack().await;
-    let api = |path: &str| format!("{}{path}", gateway.url);
+    let api = |path: &str| format!("{}{path}", gateway.url());
 
     // 1-2: a movie through the gateway.
     let movie = json!({"title": "A new movie", "description": "Very short description"});
@@ -59,7 +59,7 @@ async fn the_acceptance_scenario_end_to_end() {
     .await;
 
     // 4-6: billing-app stopped; the order is accepted and waits in the queue.
-    let billing_addr = billing.addr;
+    let billing_addr = billing.addr();
     billing.stop().await;
     let (status, accepted) =
         json_of(post_json(&api("/api/billing/"), &billing_body("22", "10", "50")).await).await;
@@ -114,10 +114,10 @@ async fn the_acceptance_scenario_end_to_end() {
 async fn orders_posted_while_billing_is_down_are_all_stored_once_it_is_back() {
     let (orders_db, queue) = (TestDatabase::create().await, TestQueue::new());
     let gateway = gateway_alone(queue.settings()).await;
-    wait_for_ready(&gateway.url).await;
+    wait_for_ready(&gateway.url(), 200).await;
 
     let posts = (1..=50).map(|user| {
-        let url = format!("{}/api/billing", gateway.url);
+        let url = format!("{}/api/billing", gateway.url());
         async move {
             let body = billing_body(&user.to_string(), "1", "9.99");
             let (status, accepted) = json_of(post_json(&url, &body).await).await;
@@ -145,14 +145,14 @@ async fn a_broker_outage_while_posting_gives_503s_and_loses_no_accepted_order() 
     let broker = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], 5672))).await;
     let _billing = start_billing(orders_db.settings(), queue.settings()).await;
     let gateway = gateway_alone(queue.settings_via(broker.port())).await;
-    wait_for_ready(&gateway.url).await;
-    let url = format!("{}/api/billing", gateway.url);
+    wait_for_ready(&gateway.url(), 200).await;
+    let url = format!("{}/api/billing", gateway.url());
 
-    let posting = Posting::start(&gateway.url, 4);
+    let posting = Posting::start(&gateway.url(), 4);
     posting.wait_accepted(20, Duration::from_secs(30)).await;
 
     broker.cut();
-    wait_for_ready_status(&gateway.url, 503).await;
+    wait_for_ready(&gateway.url(), 503).await;
     for _ in 0..10 {
         let (status, body) = json_of(post_json(&url, &billing_body("9", "1", "1")).await).await;
         assert_eq!(status, 503, "no 200 while the broker is unreachable");
@@ -166,7 +166,7 @@ async fn a_broker_outage_while_posting_gives_503s_and_loses_no_accepted_order() 
     assert!(refused > 0, "the outage was seen by the posting clients");
 
     broker.restore();
-    wait_for_ready(&gateway.url).await;
+    wait_for_ready(&gateway.url(), 200).await;
     let accepted = posting.accepted();
     posting
         .wait_accepted(accepted + 20, Duration::from_secs(30))
@@ -180,8 +180,8 @@ async fn an_unconfirmed_order_gets_503_with_its_id_and_a_retry_with_that_key_is_
     let queue = TestQueue::new();
     let broker = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], 5672))).await;
     let gateway = gateway_alone(queue.settings_via(broker.port())).await;
-    wait_for_ready(&gateway.url).await;
-    let url = format!("{}/api/billing", gateway.url);
+    wait_for_ready(&gateway.url(), 200).await;
+    let url = format!("{}/api/billing", gateway.url());
     let order = billing_body("3", "1", "5");
 
     broker.freeze();
@@ -228,7 +228,7 @@ async fn an_unconfirmed_order_gets_503_with_its_id_and_a_retry_with_that_key_is_
 #[tokio::test]
 async fn a_reused_key_with_another_order_is_another_order_and_hides_none() {
     let stack = start_stack().await;
-    let url = format!("{}/api/billing", stack.gateway.url);
+    let url = format!("{}/api/billing", stack.gateway.url());
     let post = |key: String, body: Value| {
         let url = url.clone();
         async move {

@@ -13,7 +13,7 @@ use super::*;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A gateway with no inventory-app, billing-app or broker behind it, and these server limits.
-async fn gateway_with(server: ServerSettings) -> Running {
+async fn gateway_with(server: ServerSettings) -> InProcess {
     let nowhere = dead_url().await;
     let mut settings = gateway_settings(&nowhere, &nowhere, no_broker());
     settings.server = server;
@@ -43,15 +43,15 @@ async fn silent_upstream() -> String {
 #[tokio::test]
 async fn slow_clients_are_cut_off_while_others_are_served() {
     let gateway = gateway_with(limits()).await;
-    hostile::assert_slow_clients_are_cut_off(gateway.addr, HEADER_TIMEOUT).await;
+    hostile::assert_slow_clients_are_cut_off(gateway.addr(), HEADER_TIMEOUT).await;
 }
 
 #[tokio::test]
 async fn made_up_methods_create_no_metric_series() {
     let gateway = gateway_with(limits()).await;
     // On a route, where a method is matched against the route's, and outside any.
-    hostile::assert_methods_create_no_series(gateway.addr, "/api/billing").await;
-    hostile::assert_methods_create_no_series(gateway.addr, "/nowhere").await;
+    hostile::assert_methods_create_no_series(gateway.addr(), "/api/billing").await;
+    hostile::assert_methods_create_no_series(gateway.addr(), "/nowhere").await;
 }
 
 #[tokio::test]
@@ -61,8 +61,8 @@ async fn requests_without_host_and_connections_over_the_cap_are_refused() {
         ..limits()
     })
     .await;
-    hostile::assert_host_is_required(gateway.addr).await;
-    hostile::assert_connections_are_capped(gateway.addr, 20).await;
+    hostile::assert_host_is_required(gateway.addr()).await;
+    hostile::assert_connections_are_capped(gateway.addr(), 20).await;
 }
 
 #[tokio::test]
@@ -70,14 +70,14 @@ async fn a_doubled_slash_reaches_no_route() {
     let gateway = gateway_with(limits()).await;
     for path in ["//metrics", "//health", "/api//billing"] {
         let (status, _) = json_of(
-            reqwest::get(format!("{}{path}", gateway.url))
+            reqwest::get(format!("{}{path}", gateway.url()))
                 .await
                 .unwrap(),
         )
         .await;
         assert_eq!(status, 404, "{path}");
     }
-    let response = reqwest::get(format!("{}/metrics/", gateway.url))
+    let response = reqwest::get(format!("{}/metrics/", gateway.url()))
         .await
         .unwrap();
     assert_eq!(response.status(), 200, "a trailing slash is still accepted");
@@ -95,16 +95,16 @@ async fn requests_over_the_in_flight_bound_are_shed_at_once_and_probes_still_ans
     let gateway = start_gateway(settings).await;
     let http = reqwest::Client::new();
     let stuck: Vec<_> = (0..4)
-        .map(|_| tokio::spawn(http.get(format!("{}/api/movies", gateway.url)).send()))
+        .map(|_| tokio::spawn(http.get(format!("{}/api/movies", gateway.url())).send()))
         .collect();
     testkit::eventually(Duration::from_secs(5), "4 requests in flight", || async {
-        testkit::metric(&gateway.url, "http_requests_in_flight").await >= 4.0
+        testkit::metric(&gateway.url(), "http_requests_in_flight").await >= 4.0
     })
     .await;
 
     let started = Instant::now();
     let (status, error) = json_of(
-        http.get(format!("{}/api/movies/1", gateway.url))
+        http.get(format!("{}/api/movies/1", gateway.url()))
             .send()
             .await
             .unwrap(),
@@ -113,7 +113,7 @@ async fn requests_over_the_in_flight_bound_are_shed_at_once_and_probes_still_ans
     assert_eq!(status, 503, "{error}");
     assert!(started.elapsed() < Duration::from_secs(1), "shed at once");
     let health = http
-        .get(format!("{}/health", gateway.url))
+        .get(format!("{}/health", gateway.url()))
         .send()
         .await
         .unwrap();
@@ -130,7 +130,7 @@ async fn a_body_that_trickles_in_gets_408_after_the_request_timeout() {
         ..limits()
     })
     .await;
-    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    let mut stream = TcpStream::connect(gateway.addr()).await.unwrap();
     stream
         .write_all(
             b"POST /api/billing HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\

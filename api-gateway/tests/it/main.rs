@@ -19,61 +19,13 @@ use common::amqp::{BrokerSettings, Node};
 use common::db::DatabaseSettings;
 use reqwest::Response;
 use serde_json::Value;
-use testkit::{TestDatabase, TestQueue, eventually};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-/// A service serving on a random local port until stopped or dropped.
-struct Running {
-    url: String,
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: Option<JoinHandle<std::io::Result<()>>>,
-}
-
-impl Running {
-    /// Stops the service the way SIGTERM does and waits until it has.
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(task) = self.task.take() {
-            task.await.expect("the service task").expect("a clean stop");
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-/// Runs a service's `serve` on `listen` (port 0 for any free port) until stopped.
-async fn running<S, F>(
-    listen: SocketAddr,
-    settings: S,
-    serve: fn(TcpListener, S, CancellationToken) -> F,
-) -> Running
-where
-    F: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
-{
-    let listener = TcpListener::bind(listen).await.expect("bind a port");
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(serve(listener, settings, shutdown.clone()));
-    Running {
-        url: format!("http://{addr}"),
-        addr,
-        shutdown,
-        task: Some(task),
-    }
-}
+use testkit::{InProcess, TestDatabase, TestQueue, wait_for_ready};
 
 fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-async fn start_inventory(database: DatabaseSettings) -> Running {
+async fn start_inventory(database: DatabaseSettings) -> InProcess {
     let settings = inventory_app::Settings {
         listen: loopback(),
         database,
@@ -82,12 +34,12 @@ async fn start_inventory(database: DatabaseSettings) -> Running {
             ..Default::default()
         },
     };
-    let service = running(loopback(), settings, inventory_app::startup::serve).await;
-    wait_for_ready(&service.url).await;
+    let service = InProcess::start(inventory_app::startup::serve, settings).await;
+    wait_for_ready(&service.url(), 200).await;
     service
 }
 
-async fn start_billing(database: DatabaseSettings, broker: BrokerSettings) -> Running {
+async fn start_billing(database: DatabaseSettings, broker: BrokerSettings) -> InProcess {
     start_billing_on(loopback(), database, broker).await
 }
 
@@ -96,7 +48,7 @@ async fn start_billing_on(
     listen: SocketAddr,
     database: DatabaseSettings,
     broker: BrokerSettings,
-) -> Running {
+) -> InProcess {
     let settings = billing_app::Settings {
         listen: loopback(),
         database,
@@ -107,8 +59,8 @@ async fn start_billing_on(
             ..Default::default()
         },
     };
-    let service = running(listen, settings, billing_app::startup::serve).await;
-    wait_for_ready(&service.url).await;
+    let service = InProcess::start_on(listen, billing_app::startup::serve, settings).await;
+    wait_for_ready(&service.url(), 200).await;
     service
 }
 
@@ -131,41 +83,21 @@ fn gateway_settings(inventory_url: &str, billing_url: &str, broker: BrokerSettin
 
 /// Starts the gateway without waiting for it to be ready (some tests start it with the
 /// broker unreachable).
-async fn start_gateway(settings: Settings) -> Running {
-    running(loopback(), settings, api_gateway::startup::serve).await
-}
-
-async fn ready_status(url: &str) -> u16 {
-    match reqwest::get(format!("{url}/ready")).await {
-        Ok(response) => response.status().as_u16(),
-        Err(_) => 0,
-    }
-}
-
-async fn wait_for_ready(url: &str) {
-    wait_for_ready_status(url, 200).await;
-}
-
-async fn wait_for_ready_status(url: &str, status: u16) {
-    eventually(
-        Duration::from_secs(20),
-        &format!("{url}/ready answers {status}"),
-        || async { ready_status(url).await == status },
-    )
-    .await;
+async fn start_gateway(settings: Settings) -> InProcess {
+    InProcess::start(api_gateway::startup::serve, settings).await
 }
 
 /// A gateway publishing to `broker`, with no inventory-app or billing-app behind it.
-async fn gateway_alone(broker: BrokerSettings) -> Running {
+async fn gateway_alone(broker: BrokerSettings) -> InProcess {
     let nowhere = dead_url().await;
     start_gateway(gateway_settings(&nowhere, &nowhere, broker)).await
 }
 
 /// The three services, each with its fresh database and the fresh queue, all ready.
 struct Stack {
-    inventory: Running,
-    billing: Running,
-    gateway: Running,
+    inventory: InProcess,
+    billing: InProcess,
+    gateway: InProcess,
     movies_db: TestDatabase,
     orders_db: TestDatabase,
     queue: TestQueue,
@@ -180,12 +112,12 @@ async fn start_stack() -> Stack {
     let inventory = start_inventory(movies_db.settings()).await;
     let billing = start_billing(orders_db.settings(), queue.settings()).await;
     let gateway = start_gateway(gateway_settings(
-        &inventory.url,
-        &billing.url,
+        &inventory.url(),
+        &billing.url(),
         queue.settings(),
     ))
     .await;
-    wait_for_ready(&gateway.url).await;
+    wait_for_ready(&gateway.url(), 200).await;
     Stack {
         inventory,
         billing,

@@ -78,7 +78,7 @@ async fn the_document_and_the_router_match_both_ways() {
     let stack = start_stack().await;
     let gateway = &stack.gateway;
 
-    let response = reqwest::get(format!("{}/api/openapi.json", gateway.url))
+    let response = reqwest::get(format!("{}/api/openapi.json", gateway.url()))
         .await
         .unwrap();
     let (status, document) = json_of(response).await;
@@ -96,7 +96,7 @@ async fn the_document_and_the_router_match_both_ways() {
     let http = reqwest::Client::new();
     for (template, methods) in &documented {
         for method in METHODS {
-            let url = format!("{}{}", gateway.url, sample(template));
+            let url = format!("{}{}", gateway.url(), sample(template));
             let response = http
                 .request(Method::from_bytes(method.as_bytes()).unwrap(), &url)
                 .send()

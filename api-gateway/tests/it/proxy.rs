@@ -12,11 +12,11 @@ use tokio::sync::mpsc;
 use super::*;
 
 /// A gateway in front of the real inventory-app with a fresh database.
-async fn with_inventory() -> (Running, Running, TestDatabase) {
+async fn with_inventory() -> (InProcess, InProcess, TestDatabase) {
     let db = TestDatabase::create().await;
     let inventory = start_inventory(db.settings()).await;
     let gateway = start_gateway(gateway_settings(
-        &inventory.url,
+        &inventory.url(),
         &dead_url().await,
         no_broker(),
     ))
@@ -83,7 +83,7 @@ async fn method_path_query_and_headers_are_forwarded_without_hop_by_hop_headers(
     let gateway = start_gateway(gateway_settings(&upstream, &dead_url().await, no_broker())).await;
 
     let response = raw_request(
-        &gateway.url,
+        &gateway.url(),
         "DELETE /api/movies/7?title=a%20b&x=1 HTTP/1.1\r\n\
          Host: shop.example\r\n\
          Connection: close, X-Drop-Me\r\n\
@@ -126,7 +126,7 @@ async fn redirects_are_passed_back_not_followed() {
     .await;
     let gateway = start_gateway(gateway_settings(&upstream, &dead_url().await, no_broker())).await;
     let response = raw_request(
-        &gateway.url,
+        &gateway.url(),
         "GET /api/movies HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
     .await;
@@ -143,11 +143,11 @@ async fn inventory_answers_pass_through_unchanged() {
     let (gateway, inventory, _db) = with_inventory().await;
     let movie = json!({"title": "Heat", "description": "1995"});
     let (status, created) =
-        json_of(post_json(&format!("{}/api/movies", gateway.url), &movie).await).await;
+        json_of(post_json(&format!("{}/api/movies", gateway.url()), &movie).await).await;
     assert_eq!(status, 200);
 
     let (status, found) = json_of(
-        reqwest::get(format!("{}/api/movies?title=HEA", gateway.url))
+        reqwest::get(format!("{}/api/movies?title=HEA", gateway.url()))
             .await
             .unwrap(),
     )
@@ -155,7 +155,7 @@ async fn inventory_answers_pass_through_unchanged() {
     assert_eq!((status, found), (200, json!([created])));
 
     let (status, missing) = json_of(
-        reqwest::get(format!("{}/api/movies/999", gateway.url))
+        reqwest::get(format!("{}/api/movies/999", gateway.url()))
             .await
             .unwrap(),
     )
@@ -166,7 +166,7 @@ async fn inventory_answers_pass_through_unchanged() {
     );
 
     let response = reqwest::Client::new()
-        .patch(format!("{}/api/movies", gateway.url))
+        .patch(format!("{}/api/movies", gateway.url()))
         .send()
         .await
         .unwrap();
@@ -174,13 +174,13 @@ async fn inventory_answers_pass_through_unchanged() {
     assert_eq!(json_of(response).await.0, 405);
 
     // The same bytes as straight from inventory-app.
-    let through = reqwest::get(format!("{}/api/movies", gateway.url))
+    let through = reqwest::get(format!("{}/api/movies", gateway.url()))
         .await
         .unwrap()
         .bytes()
         .await
         .unwrap();
-    let direct = reqwest::get(format!("{}/api/movies", inventory.url))
+    let direct = reqwest::get(format!("{}/api/movies", inventory.url()))
         .await
         .unwrap()
         .bytes()
@@ -197,7 +197,7 @@ async fn large_bodies_stream_both_ways() {
     for n in 0..100 {
         let movie = json!({"title": format!("Movie {n}"), "description": description});
         let response = http
-            .post(format!("{}/api/movies", gateway.url))
+            .post(format!("{}/api/movies", gateway.url()))
             .json(&movie)
             .send()
             .await
@@ -205,7 +205,7 @@ async fn large_bodies_stream_both_ways() {
         assert_eq!(response.status(), 200);
     }
     let through = http
-        .get(format!("{}/api/movies", gateway.url))
+        .get(format!("{}/api/movies", gateway.url()))
         .send()
         .await
         .unwrap()
@@ -213,7 +213,7 @@ async fn large_bodies_stream_both_ways() {
         .await
         .unwrap();
     let direct = http
-        .get(format!("{}/api/movies", inventory.url))
+        .get(format!("{}/api/movies", inventory.url()))
         .send()
         .await
         .unwrap()
@@ -226,7 +226,7 @@ async fn large_bodies_stream_both_ways() {
     // A request body over inventory-app's limit reaches it and its 413 comes back.
     let huge = json!({"title": "big", "description": "y".repeat(200_000)});
     let (status, _) = json_of(
-        http.post(format!("{}/api/movies", gateway.url))
+        http.post(format!("{}/api/movies", gateway.url()))
             .json(&huge)
             .send()
             .await
@@ -241,7 +241,7 @@ async fn inventory_down_is_503_and_slow_is_504_without_leaking_addresses() {
     let down = dead_url().await;
     let gateway = start_gateway(gateway_settings(&down, &down, no_broker())).await;
     let (status, error) = json_of(
-        reqwest::get(format!("{}/api/movies", gateway.url))
+        reqwest::get(format!("{}/api/movies", gateway.url()))
             .await
             .unwrap(),
     )
@@ -251,7 +251,7 @@ async fn inventory_down_is_503_and_slow_is_504_without_leaking_addresses() {
         (503, &json!({"error": "inventory-app is unavailable"}))
     );
     let (status, error) = json_of(
-        reqwest::get(format!("{}/api/billing/orders", gateway.url))
+        reqwest::get(format!("{}/api/billing/orders", gateway.url()))
             .await
             .unwrap(),
     )
@@ -271,7 +271,7 @@ async fn inventory_down_is_503_and_slow_is_504_without_leaking_addresses() {
     settings.upstream_timeout = Duration::from_millis(300);
     let gateway = start_gateway(settings).await;
     let (status, error) = json_of(
-        reqwest::get(format!("{}/api/movies", gateway.url))
+        reqwest::get(format!("{}/api/movies", gateway.url()))
             .await
             .unwrap(),
     )
@@ -297,7 +297,7 @@ async fn paths_outside_the_api_are_404_json() {
         "/movies",
     ] {
         let (status, error) = json_of(
-            reqwest::get(format!("{}{path}", gateway.url))
+            reqwest::get(format!("{}{path}", gateway.url()))
                 .await
                 .unwrap(),
         )
@@ -319,7 +319,7 @@ async fn a_chunked_body_that_is_not_chunked_is_the_clients_400_not_a_502() {
     let (gateway, _inventory, db) = with_inventory().await;
     for _ in 0..5 {
         let request = format!("{CHUNKED_POST}ZZ\r\n{{\"title\": \"x\"}}\r\n0\r\n\r\n");
-        let response = testkit::hostile::exchange(gateway.addr, request.as_bytes()).await;
+        let response = testkit::hostile::exchange(gateway.addr(), request.as_bytes()).await;
         assert_eq!(response.status, 400, "{response:?}");
         assert!(response.head.contains("application/json"), "{response:?}");
         assert!(!response.body.contains("inventory-app"), "{response:?}");
@@ -336,7 +336,7 @@ async fn a_chunked_body_that_is_not_chunked_is_the_clients_400_not_a_502() {
 async fn an_oversized_chunked_body_is_the_clients_413_not_a_502() {
     let (gateway, _inventory, _db) = with_inventory().await;
     for _ in 0..10 {
-        let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+        let mut stream = TcpStream::connect(gateway.addr()).await.unwrap();
         stream.write_all(CHUNKED_POST.as_bytes()).await.unwrap();
         let chunk = format!("2000\r\n{}\r\n", "y".repeat(0x2000));
         // 200 KiB, more than any service takes. The gateway may stop reading (and answer)
@@ -356,6 +356,6 @@ async fn an_oversized_chunked_body_is_the_clients_413_not_a_502() {
 #[tokio::test]
 async fn a_declared_50_mb_body_is_refused_by_the_gateway_unread() {
     let (gateway, _inventory, _db) = with_inventory().await;
-    testkit::hostile::assert_huge_body_refused_unread(gateway.addr, "/api/movies").await;
-    testkit::hostile::assert_huge_body_refused_unread(gateway.addr, "/api/billing").await;
+    testkit::hostile::assert_huge_body_refused_unread(gateway.addr(), "/api/movies").await;
+    testkit::hostile::assert_huge_body_refused_unread(gateway.addr(), "/api/billing").await;
 }

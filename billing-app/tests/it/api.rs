@@ -1,42 +1,43 @@
-//! The read API on the real router, over orders stored by the consumer.
+//! The read API on the real application (`startup::app`), driven in-process without a socket,
+//! over orders stored by its consumer. The server's own handling of connections is tested in
+//! `hostile.rs`.
 
 use std::time::Duration;
 
 use billing_app::Settings;
 use billing_app::startup;
+use common::db::Database;
 use serde_json::Value;
-use testkit::{TestDatabase, TestQueue};
+use testkit::{AppClient, TestDatabase, TestQueue};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
 
-struct App {
-    url: String,
+struct TestApp {
+    client: AppClient,
     shutdown: CancellationToken,
     queue: TestQueue,
     /// Kept so that the database lives as long as the app.
     _db: TestDatabase,
 }
 
-impl Drop for App {
+impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
 }
 
-impl App {
+impl TestApp {
     async fn get(&self, path_and_query: &str) -> (u16, Value) {
-        let response = reqwest::get(format!("{}{path_and_query}", self.url))
-            .await
-            .expect("GET");
+        let response = self.client.get(path_and_query).await;
         let status = response.status().as_u16();
         assert_eq!(response.headers()["content-type"], "application/json");
-        (status, response.json().await.expect("JSON"))
+        (status, response.json())
     }
 }
 
 /// billing-app in-process with `orders` already consumed and stored.
-async fn app_with(orders: &[Order]) -> App {
+async fn app_with(orders: &[Order]) -> TestApp {
     let (db, queue) = (TestDatabase::create().await, TestQueue::new());
     queue.declare().await;
     queue.publish_orders(orders).await;
@@ -50,13 +51,12 @@ async fn app_with(orders: &[Order]) -> App {
             ..Default::default()
         },
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
-    tokio::spawn(startup::serve(listener, settings, shutdown.clone()));
+    let (app, consumer) = startup::app(&Database::new(&settings.database), &settings, &shutdown);
+    tokio::spawn(consumer);
     wait_for_stored(&db, orders.len() as i64).await;
-    App {
-        url,
+    TestApp {
+        client: AppClient::new(app),
         shutdown,
         queue,
         _db: db,

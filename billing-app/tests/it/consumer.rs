@@ -56,14 +56,14 @@ async fn poison_messages_are_dead_lettered_and_good_ones_around_them_stored() {
     assert_eq!(dead, ["poison-1", "poison-2", "poison-3", "poison-4"]);
     assert_eq!(
         metric(
-            &service,
+            &service.url(),
             r#"billing_messages_total{outcome="dead_lettered"}"#
         )
         .await,
         4.0
     );
     assert_eq!(
-        metric(&service, r#"billing_messages_total{outcome="acked"}"#).await,
+        metric(&service.url(), r#"billing_messages_total{outcome="acked"}"#).await,
         3.0
     );
     assert!(
@@ -83,11 +83,14 @@ async fn a_redelivered_order_is_stored_once() {
 
     let service = start_ready(&env(&db, &queue, RABBITMQ, POSTGRES)).await;
     eventually(Duration::from_secs(10), "both deliveries acked", || async {
-        metric(&service, r#"billing_messages_total{outcome="acked"}"#).await == 2.0
+        metric(&service.url(), r#"billing_messages_total{outcome="acked"}"#).await == 2.0
     })
     .await;
     assert_eq!(stored(&db).await, 1);
-    assert_eq!(metric(&service, "billing_duplicates_total").await, 1.0);
+    assert_eq!(
+        metric(&service.url(), "billing_duplicates_total").await,
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -137,7 +140,7 @@ async fn killed_between_commit_and_ack_the_redelivery_is_absorbed() {
     eventually(
         Duration::from_secs(10),
         "the redelivery absorbed",
-        || async { metric(&second, "billing_duplicates_total").await == 1.0 },
+        || async { metric(&second.url(), "billing_duplicates_total").await == 1.0 },
     )
     .await;
     assert_eq!(stored(&db).await, 1, "stored exactly once");
@@ -173,10 +176,10 @@ async fn a_database_outage_keeps_orders_queued_then_stores_them_once() {
     queue
         .publish_orders(&(1..=5).map(order).collect::<Vec<_>>())
         .await;
-    wait_for_ready(&service, 503).await;
+    wait_for_ready(&service.url(), 503).await;
     eventually(Duration::from_secs(10), "a retried insert", || async {
         metric(
-            &service,
+            &service.url(),
             r#"billing_database_retries_total{reason="unavailable"}"#,
         )
         .await
@@ -184,16 +187,16 @@ async fn a_database_outage_keeps_orders_queued_then_stores_them_once() {
     })
     .await;
     assert_eq!(
-        metric(&service, r#"billing_messages_total{outcome="acked"}"#).await,
+        metric(&service.url(), r#"billing_messages_total{outcome="acked"}"#).await,
         0.0,
         "nothing is acknowledged while the database is down"
     );
 
     postgres.restore();
     wait_for_stored(&db, 5).await;
-    wait_for_ready(&service, 200).await;
+    wait_for_ready(&service.url(), 200).await;
     assert_eq!(
-        metric(&service, r#"billing_messages_total{outcome="acked"}"#).await,
+        metric(&service.url(), r#"billing_messages_total{outcome="acked"}"#).await,
         5.0
     );
     assert!(service.output().contains("they stay unacknowledged"));
@@ -206,11 +209,11 @@ async fn a_broker_outage_turns_ready_off_and_consumption_resumes_after_it() {
     let service: ServiceProcess = start_ready(&env(&db, &queue, broker.port(), POSTGRES)).await;
 
     broker.cut();
-    wait_for_ready(&service, 503).await;
+    wait_for_ready(&service.url(), 503).await;
     queue.publish_order(&order(1)).await;
 
     broker.restore();
-    wait_for_ready(&service, 200).await;
+    wait_for_ready(&service.url(), 200).await;
     wait_for_stored(&db, 1).await;
     assert!(service.output().contains("reconnecting to RabbitMQ"));
 }

@@ -68,11 +68,11 @@ async fn postgres_crashing_mid_drain_loses_nothing_and_stores_nothing_twice() {
     drop(watcher);
 
     postgres.stop_immediate().await;
-    wait_for_ready(&service, 503).await;
+    wait_for_ready(&service.url(), 503).await;
     eventually(
         Duration::from_secs(10),
         "billing-app retrying a batch it holds",
-        || async { metric(&service, "billing_database_retries_total").await >= 2.0 },
+        || async { metric(&service.url(), "billing_database_retries_total").await >= 2.0 },
     )
     .await;
 
@@ -83,7 +83,7 @@ async fn postgres_crashing_mid_drain_loses_nothing_and_stores_nothing_twice() {
         || async { rows(&postgres).await.0 >= BACKLOG },
     )
     .await;
-    wait_for_ready(&service, 200).await;
+    wait_for_ready(&service.url(), 200).await;
     assert_eq!(
         rows(&postgres).await,
         (BACKLOG, BACKLOG),
@@ -93,16 +93,16 @@ async fn postgres_crashing_mid_drain_loses_nothing_and_stores_nothing_twice() {
     assert_eq!(queue.dead_letter_depth().await, 0, "nothing dead-lettered");
     assert_eq!(
         metric(
-            &service,
+            &service.url(),
             r#"billing_messages_total{outcome="dead_lettered"}"#
         )
         .await,
         0.0
     );
     assert_eq!(
-        metric(&service, "billing_orders_stored_total").await
-            + metric(&service, "billing_duplicates_total").await,
-        metric(&service, r#"billing_messages_total{outcome="acked"}"#).await,
+        metric(&service.url(), "billing_orders_stored_total").await
+            + metric(&service.url(), "billing_duplicates_total").await,
+        metric(&service.url(), r#"billing_messages_total{outcome="acked"}"#).await,
         "every acknowledged delivery was stored or found stored"
     );
 }
@@ -125,17 +125,14 @@ async fn billing_app_is_ready_within_3_s_of_its_database_answering_after_a_long_
     let service = ServiceProcess::start(BINARY, &env_on(&postgres, &queue, 100)).await;
     tokio::time::sleep(OUTAGE).await;
     assert_eq!(
-        ready_status(&service).await,
+        ready_status(&service.url()).await,
         503,
         "not ready without its database"
     );
 
     postgres.restart().await;
     let back = Instant::now();
-    eventually(Duration::from_secs(30), "/ready answers 200", || async {
-        ready_status(&service).await == 200
-    })
-    .await;
+    wait_for_ready(&service.url(), 200).await;
     let recovered = back.elapsed();
     eprintln!("ready {recovered:.2?} after the database answered");
     assert!(

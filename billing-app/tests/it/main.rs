@@ -1,6 +1,8 @@
 //! billing-app's integration tests, against the real PostgreSQL and RabbitMQ with a fresh
-//! database and queue per test. `consumer` runs the real binary (to kill it), `db_crash` the
-//! same on a private PostgreSQL (to crash that); `api` runs the real router in-process.
+//! database and queue per test. `consumer`, `storage` and `topology` run the real binary (to
+//! kill it and read its output), `db_crash` the same on a private PostgreSQL (to crash that);
+//! `hostile` serves the real application on a socket in this process, and `api` drives it
+//! in-process without one.
 
 mod api;
 mod consumer;
@@ -15,7 +17,9 @@ use common::order::Order;
 use rust_decimal::Decimal;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
-use testkit::{ServiceProcess, TestDatabase, TestQueue, eventually};
+use testkit::{
+    ServiceProcess, TestDatabase, TestQueue, eventually, metric, ready_status, wait_for_ready,
+};
 use uuid::Uuid;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_billing-app");
@@ -50,24 +54,8 @@ fn env(
 /// Starts billing-app and waits until `/ready` answers 200.
 async fn start_ready(env: &[(String, String)]) -> ServiceProcess {
     let service = ServiceProcess::start(BINARY, env).await;
-    wait_for_ready(&service, 200).await;
+    wait_for_ready(&service.url(), 200).await;
     service
-}
-
-async fn ready_status(service: &ServiceProcess) -> u16 {
-    match reqwest::get(format!("{}/ready", service.url())).await {
-        Ok(response) => response.status().as_u16(),
-        Err(_) => 0,
-    }
-}
-
-async fn wait_for_ready(service: &ServiceProcess, status: u16) {
-    eventually(
-        Duration::from_secs(30),
-        &format!("/ready answers {status}"),
-        || async { ready_status(service).await == status },
-    )
-    .await;
 }
 
 /// Rows in `orders`.
@@ -88,19 +76,6 @@ async fn wait_for_stored(db: &TestDatabase, expected: i64) {
         || async { stored(db).await == expected },
     )
     .await;
-}
-
-/// The value of a metric sample (a line of `/metrics` starting with `sample`), or 0.
-async fn metric(service: &ServiceProcess, sample: &str) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", service.url()))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// A superuser session on the test database's server, outside the test database (which

@@ -62,7 +62,9 @@ async fn assert_retried_not_dead_lettered(
     eventually(
         Duration::from_secs(15),
         &format!("inserts retried for {reason:?}, or dead-lettered"),
-        || async { metric(service, &retries).await >= 2.0 || queue.dead_letter_depth().await > 0 },
+        || async {
+            metric(&service.url(), &retries).await >= 2.0 || queue.dead_letter_depth().await > 0
+        },
     )
     .await;
     assert_eq!(
@@ -93,7 +95,7 @@ async fn a_read_only_database_keeps_orders_queued_until_it_is_writable_again() {
     queue.publish_orders(&during).await;
 
     assert_retried_not_dead_lettered(&service, &queue, "read_only").await;
-    wait_for_ready(&service, 503).await;
+    wait_for_ready(&service.url(), 503).await;
     assert!(
         service.output().contains("SQLSTATE 25006"),
         "{}",
@@ -108,7 +110,7 @@ async fn a_read_only_database_keeps_orders_queued_until_it_is_writable_again() {
     .await;
     terminate_sessions(&mut admin, &db).await;
     assert_stored_once(&db, &[&before, &during]).await;
-    wait_for_ready(&service, 200).await;
+    wait_for_ready(&service.url(), 200).await;
     assert_eq!(queue.dead_letter_depth().await, 0);
     assert_eq!(queue.depth().await, 0);
 }
@@ -150,11 +152,11 @@ async fn a_cancelled_insert_is_retried_not_dead_lettered() {
         "valid orders were dead-lettered after {cancelled} cancellations; billing-app said:\n{}",
         service.output()
     );
-    wait_for_ready(&service, 503).await;
+    wait_for_ready(&service.url(), 503).await;
 
     sql(&mut locker, "ROLLBACK").await;
     assert_stored_once(&db, &[&before, &during]).await;
-    wait_for_ready(&service, 200).await;
+    wait_for_ready(&service.url(), 200).await;
     assert!(
         service.output().contains("SQLSTATE 57014"),
         "{}",
@@ -162,7 +164,7 @@ async fn a_cancelled_insert_is_retried_not_dead_lettered() {
     );
     assert!(
         metric(
-            &service,
+            &service.url(),
             r#"billing_database_retries_total{reason="cancelled"}"#
         )
         .await
@@ -250,7 +252,7 @@ async fn a_revoked_insert_privilege_keeps_orders_queued_until_it_is_granted_agai
     queue.publish_orders(&during).await;
 
     assert_retried_not_dead_lettered(&service, &queue, "privilege").await;
-    wait_for_ready(&service, 503).await;
+    wait_for_ready(&service.url(), 503).await;
     assert!(
         service.output().contains("SQLSTATE 42501"),
         "{}",
@@ -259,6 +261,6 @@ async fn a_revoked_insert_privilege_keeps_orders_queued_until_it_is_granted_agai
 
     sql(&mut admin, &format!("GRANT INSERT ON orders TO {role}")).await;
     assert_stored_once(db, &[&before, &during]).await;
-    wait_for_ready(&service, 200).await;
+    wait_for_ready(&service.url(), 200).await;
     assert_eq!(queue.dead_letter_depth().await, 0);
 }

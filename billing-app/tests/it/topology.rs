@@ -56,7 +56,7 @@ async fn a_message_dead_lettered_while_the_dead_letter_queue_is_missing_arrives_
         "the poison dead-lettered",
         || async {
             metric(
-                &service,
+                &service.url(),
                 r#"billing_messages_total{outcome="dead_lettered"}"#,
             )
             .await
@@ -186,5 +186,5 @@ async fn a_queue_declared_by_an_older_version_is_reported_clearly() {
         "the broker's reason: {line}"
     );
     assert!(line.contains("Upgrading"), "points to the README: {line}");
-    wait_for_ready(&service, 503).await;
+    wait_for_ready(&service.url(), 503).await;
 }
