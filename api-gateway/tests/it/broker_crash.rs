@@ -154,7 +154,7 @@ async fn with_its_node_killed_the_gateway_moves_to_the_next_node_at_once() {
     ]
     .map(|(name, value)| (name.to_owned(), value));
     let gateway = testkit::ServiceProcess::start(env!("CARGO_BIN_EXE_api-gateway"), &env).await;
-    wait_for_ready(&gateway.url()).await;
+    wait_for_ready(&gateway.url(), 200).await;
     let url = format!("{}/api/billing", gateway.url());
     let order = json!({"user_id": "6", "number_of_items": "1", "total_amount": "2"});
     assert_eq!(post_json(&url, &order).await.status(), 200);
