@@ -56,8 +56,13 @@ POD_LABELS = ("app", "app.kubernetes.io/name", "app.kubernetes.io/part-of")
 # reads must be set explicitly by Compose and by Kubernetes.
 OPTIONAL_VARIABLE = re.compile(
     r"^(.*_POOL_SIZE|.*_ACQUIRE_TIMEOUT_SECONDS|SHUTDOWN_TIMEOUT_SECONDS|UPSTREAM_TIMEOUT_SECONDS"
-    r"|PUBLISH_CONFIRM_TIMEOUT_SECONDS|BILLING_PREFETCH|RUST_LOG|LOG_FORMAT|LOG_DIR)$"
+    r"|PUBLISH_CONFIRM_TIMEOUT_SECONDS|PUBLISH_MAX_UNCONFIRMED|HTTP_HEADER_TIMEOUT_SECONDS"
+    r"|HTTP_REQUEST_TIMEOUT_SECONDS|HTTP_MAX_CONNECTIONS|HTTP_MAX_REQUESTS_IN_FLIGHT"
+    r"|BILLING_PREFETCH|RUST_LOG|LOG_FORMAT|LOG_DIR)$"
 )
+# One broker node (RABBITMQ_HOST) or a cluster's nodes (RABBITMQ_HOSTS): a service needs one of
+# the two, and reads RABBITMQ_HOSTS when both are set.
+ALTERNATIVES = {"RABBITMQ_HOST": "RABBITMQ_HOSTS", "RABBITMQ_HOSTS": "RABBITMQ_HOST"}
 # Which database a service's variables name, e.g. INVENTORY_DB_* → inventory-db.
 DB_PREFIXES = {"INVENTORY_DB": "inventory-db", "BILLING_DB": "billing-db"}
 # What a probe-less, root-capable or unbounded container would look like is checked by
@@ -109,7 +114,16 @@ class ServiceConfig:
         return self.name.upper().replace("-", "_") + "_PORT"
 
     def required(self) -> set[str]:
-        return {v for v in self.defaults if not OPTIONAL_VARIABLE.match(v)}
+        return {v for v in self.defaults if not OPTIONAL_VARIABLE.match(v) and v not in ALTERNATIVES}
+
+    def missing(self, env: dict[str, str]) -> set[str]:
+        """Required variables `env` leaves unset (or empty); of two alternatives, either will do."""
+        given = {k for k, v in env.items() if v != ""}
+        missing = self.required() - given
+        for name, other in ALTERNATIVES.items():
+            if name in self.defaults and name < other and not {name, other} & given:
+                missing.add(f"{name} (or {other})")
+        return missing
 
     def validate(self, env: dict[str, str]) -> str | None:
         """None when the service accepts `env`, else its complaint."""
@@ -486,7 +500,7 @@ def check_references(i: Inputs) -> list[str]:
 
 def _service_env_problems(where: str, config: ServiceConfig, env: dict[str, str]) -> list[str]:
     problems = []
-    for name in sorted(config.required() - {k for k, v in env.items() if v != ""}):
+    for name in sorted(config.missing(env)):
         problems.append(f"{where}: {name} is required by {config.name} but not set")
     for name in sorted(set(env) - set(config.defaults)):
         problems.append(f"{where}: {name} is set but {config.name} does not read it")

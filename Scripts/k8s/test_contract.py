@@ -85,6 +85,15 @@ class ContractTest(unittest.TestCase):
         self.assertProblem(contract.check_service_variables_compose, i,
                            "compose billing-app: RABBITMQ_PASSWORD is required")
 
+    def test_the_broker_needs_one_node_or_a_list_of_nodes(self):
+        i = self.broken()
+        drop_env(i, "billing-app", "RABBITMQ_HOST")
+        self.assertProblem(contract.check_service_variables_k8s, i,
+                           "k8s billing-app: RABBITMQ_HOST (or RABBITMQ_HOSTS) is required")
+        i = self.broken()
+        env_var(i, "billing-app", "RABBITMQ_HOST")["name"] = "RABBITMQ_HOSTS"
+        self.assertEqual([p for p in contract.check_service_variables_k8s(i) if "billing-app" in p], [])
+
     def test_a_misspelt_variable(self):
         i = self.broken()
         env_var(i, "api-gateway", "RABBITMQ_QUEUE")["name"] = "RABBITMQ_QUEUES"
