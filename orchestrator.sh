@@ -14,6 +14,8 @@
 #   DOCKER_HUB_USERNAME     images come from this Docker Hub account (build --push puts them
 #                           there); unset: images are imported straight into the K3s nodes
 #   IMAGE_TAG               tag of the service images to deploy (default: the workspace version)
+#   IMAGE_PLATFORM          the nodes' platform, for images saved from Docker's containerd image
+#                           store (default: linux/amd64)
 #   NODE_IP                 where `test` finds the gateway (default: the master VM)
 #   ORCHESTRATOR_KUBECONFIG deploy/status/logs/test against another cluster (kind, ...)
 #   ORCHESTRATOR_DRY_RUN=1  print every command instead of running it
@@ -43,6 +45,8 @@ readonly NODE_PORT=30000
 readonly GUEST_SHARED_DIR=/vagrant-shared
 
 IMAGE_TAG=${IMAGE_TAG:-$DEFAULT_TAG}
+# The nodes' platform: the Vagrantfile's box is amd64.
+IMAGE_PLATFORM=${IMAGE_PLATFORM:-linux/amd64}
 NODE_IP=${NODE_IP:-$MASTER_IP}
 STATE_DIR=${ORCHESTRATOR_STATE_DIR:-$ROOT/.orchestrator}
 DRY_RUN=${ORCHESTRATOR_DRY_RUN:-0}
@@ -170,16 +174,32 @@ push_images() {
   done
 }
 
+# Does Docker keep its images in containerd's image store (Docker Desktop's default, and Docker
+# Engine's from 29)? Its `docker save` archives then hold each image's whole multi-platform index
+# (and attestation manifests) with only the blobs of the platforms it has, and `ctr images
+# import` on the nodes fails on the missing ones ("content digest ...: not found").
+containerd_image_store() {
+  dry_run && return 1
+  [[ $(docker info --format '{{json .DriverStatus}}' 2>/dev/null) == *io.containerd.snapshotter* ]]
+}
+
 # No registry: one archive of the three images, imported into containerd on every node. The
 # manifests' imagePullPolicy IfNotPresent then uses them without pulling.
 import_images() {
   local tag=$1 svc node
   local archive="images/services-$tag.tar"
-  local images=()
+  local images=() save=(docker save)
   for svc in $SERVICES; do images+=("$svc:$tag"); done
   mkdir -p "$STATE_DIR/shared/images"
+  # From the containerd store, only the nodes' platform (docker save --platform, Docker 27+);
+  # the classic store's archives hold one platform already.
+  if containerd_image_store; then
+    save+=(--platform "$IMAGE_PLATFORM")
+  elif dry_run; then
+    say "(with Docker's containerd image store: docker save --platform $IMAGE_PLATFORM)"
+  fi
   say "saving ${images[*]}"
-  run docker save -o "$STATE_DIR/shared/$archive" "${images[@]}"
+  run "${save[@]}" -o "$STATE_DIR/shared/$archive" "${images[@]}"
   for node in $NODES; do
     say "importing the images into $node"
     run vagrant ssh "$node" -c "sudo k3s ctr images import $GUEST_SHARED_DIR/$archive"
@@ -264,13 +284,34 @@ prepare_state_dir() {
 
 # --- cluster steps ---------------------------------------------------------------------------
 
+# The time as Kubernetes writes it (RFC 3339, UTC, whole seconds): such strings compare in
+# time order as plain strings.
+utc_now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
+
+# nodes_ready_since TIME: every node Ready, by a heartbeat its kubelet sent at TIME or later.
+# After a halt the API server starts with the statuses it last had, all Ready: only a heartbeat
+# newer than the boot says that a kubelet is back.
+nodes_ready_since() {
+  local since=$1 out node name status beat
+  out=$(run kubectl get nodes -o 'jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}{"\n"}{end}') || return 1
+  for node in $NODES; do
+    read -r name status beat < <(grep "^$node " <<<"$out") || return 1
+    [[ $name == "$node" && $status == True && ! $beat < $since ]] || return 1
+  done
+}
+
+# wait_for_nodes [SINCE]: both nodes registered and Ready (with a heartbeat from SINCE on).
 wait_for_nodes() {
+  local since=${1:-} names=() node
   say "waiting for the nodes ($NODES) to be Ready"
-  local names=() node
   for node in $NODES; do names+=("node/$node"); done
   # `kubectl wait` fails at once on a node that has not registered yet: wait for both first.
   poll "$WAIT_TIMEOUT" "the nodes to register" kubectl get "${names[@]}"
-  run kubectl wait --for=condition=Ready "${names[@]}" --timeout="${WAIT_TIMEOUT}s"
+  if [[ -n $since ]]; then
+    poll "$WAIT_TIMEOUT" "fresh heartbeats of the nodes (Ready, sent after $since)" nodes_ready_since "$since"
+  else
+    run kubectl wait --for=condition=Ready "${names[@]}" --timeout="${WAIT_TIMEOUT}s"
+  fi
 }
 
 apply_manifests() {
@@ -281,15 +322,41 @@ apply_manifests() {
   run kubectl apply -k "$STATE_DIR"
 }
 
-# Dependencies first, so the services' readiness reflects a working system.
+# pods_ready_since [TIME]: every pod that should run is ready, and (with TIME) each of its
+# containers was started at TIME or later. Pods that are finished (a backup Job's, or a pod a
+# node shutdown stopped for good) or being deleted are no longer meant to run and are skipped,
+# so a pod that disappears while this looks does not fail it. At least one pod must count.
+pods_ready_since() {
+  local since=${1:-} out name phase deleting containers entry ready started counted=0
+  out=$(kube get pods -o 'jsonpath={range .items[*]}{.metadata.name}|{.status.phase}|{.metadata.deletionTimestamp}|{range .status.containerStatuses[*]}{.ready},{.state.running.startedAt};{end}{"\n"}{end}') || return 1
+  while IFS='|' read -r name phase deleting containers; do
+    [[ -n $name ]] || continue
+    case $phase in Succeeded | Failed) continue ;; esac
+    [[ -z $deleting ]] || continue
+    [[ -n $containers ]] || return 1
+    IFS=';' read -ra entries <<<"$containers"
+    for entry in "${entries[@]}"; do
+      ready=${entry%%,*} started=${entry#*,}
+      [[ $ready == true && -n $started ]] || return 1
+      [[ -z $since || ! $started < $since ]] || return 1
+    done
+    counted=$((counted + 1))
+  done <<<"$out"
+  ((counted > 0))
+}
+
+# wait_until_ready [SINCE]: each workload rolled out, dependencies first (so the services'
+# readiness reflects a working system), then every pod that should run is ready (started from
+# SINCE on). Waits on what should exist, never on a list of pods taken earlier.
 wait_until_ready() {
-  local workload
+  local since=${1:-} workload what="every pod to be ready"
   say "waiting for every pod in namespace $NAMESPACE to be ready"
   for workload in statefulset/inventory-db statefulset/billing-db statefulset/rabbitmq \
     deployment/inventory-app statefulset/billing-app deployment/api-gateway; do
     kube rollout status "$workload" --timeout="${WAIT_TIMEOUT}s"
   done
-  kube wait --for=condition=Ready pod --all --timeout="${WAIT_TIMEOUT}s"
+  [[ -z $since ]] || what+=", its containers started after $since"
+  poll "$WAIT_TIMEOUT" "$what" pods_ready_since "$since"
 }
 
 print_access() {
@@ -310,8 +377,11 @@ cmd_create() {
   # Images first: a broken build fails in seconds, not after the VMs are up.
   build_images "$IMAGE_TAG"
   prepare_state_dir
-  say "starting the VMs (master, agent) and installing K3s"
-  run vagrant up
+  # --provision: Vagrant marks a machine provisioned before its provisioners have run, so after
+  # a failed first create a plain `vagrant up` would boot a VM without K3s and never try again.
+  # The provisioning scripts are safe to run again on a VM that has everything.
+  say "starting the VMs (master, agent) and provisioning them (K3s)"
+  run vagrant up --provision
   require_kubeconfig
   wait_for_nodes
   deliver_images
@@ -323,20 +393,31 @@ cmd_create() {
 
 cmd_start() {
   require vagrant kubectl
+  # Statuses older than this are the ones the API server had when the VMs were halted.
+  local booted
+  booted=$(utc_now)
   say "booting the VMs"
   run vagrant up
   require_kubeconfig
-  wait_for_nodes
-  wait_until_ready
+  wait_for_nodes "$booted"
+  # Pods that the node shutdown stopped are Failed for good; their controllers start new ones.
+  # Clear them away (a failed backup's pod stays, for its logs).
+  kube delete pods --field-selector=status.phase=Failed \
+    --selector=app.kubernetes.io/part-of=microservices,app.kubernetes.io/component!=backup
+  wait_until_ready "$booted"
   print_access
   echo "cluster started"
 }
 
 cmd_stop() {
   require vagrant
-  # A clean shutdown of both VMs: pods stop with SIGTERM, volumes stay on the VMs' disks.
+  # Each VM shuts down cleanly: the kubelet's graceful node shutdown (graceful-shutdown.sh)
+  # stops every pod with SIGTERM and its grace period before the power goes, and Vagrant waits
+  # for that (graceful_halt_timeout). Volumes stay on the VMs' disks. The agent first, while
+  # the control plane still records its pods stopping.
   say "halting the VMs (data is kept; ./orchestrator.sh start boots them again)"
-  run vagrant halt
+  run vagrant halt agent
+  run vagrant halt master
   echo "cluster stopped"
 }
 

@@ -897,6 +897,13 @@ def check_databases(i: Inputs) -> list[str]:
         if env_source(container, "PGUSER") != env_source(container, "POSTGRES_USER"):
             problems.append(f"{database}: PGUSER must come from where POSTGRES_USER does")
         problems += _persistent(pod, env.get("PGDATA", "/var/lib/postgresql/data"))
+        # The root filesystem is read-only: psql keeps its history only where it may write, and
+        # across restarts only on the volume.
+        history = env.get("PSQL_HISTORY", "")
+        if not history.startswith("/") or _persistent(pod, history) or \
+                history.startswith(env.get("PGDATA", "/var/lib/postgresql/data").rstrip("/") + "/"):
+            problems.append(f"{database}: PSQL_HISTORY must be a file on the data volume, outside "
+                            f"PGDATA ({history!r})")
         compose_env = compose_environment((i.compose.get("services") or {}).get(database, {}), i.repo)
         if compose_env.get("POSTGRES_DB") != db_name:
             problems.append(f"compose {database}: POSTGRES_DB must be {db_name!r}")

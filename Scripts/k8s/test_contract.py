@@ -238,6 +238,15 @@ class ContractTest(unittest.TestCase):
         drop_env(i, "billing-db", "PGDATABASE")
         self.assertProblem(contract.check_databases, i, "billing-db: POSTGRES_DB and PGDATABASE must be 'orders'")
 
+    def test_psql_history_where_psql_cannot_write(self):
+        i = self.broken()
+        drop_env(i, "inventory-db", "PSQL_HISTORY")
+        env_var(i, "billing-db", "PSQL_HISTORY")["value"] = "/var/lib/postgresql/.psql_history"
+        self.assertProblem(contract.check_databases, i,
+                           "inventory-db: PSQL_HISTORY must be a file on the data volume",
+                           "billing-db: PSQL_HISTORY must be a file on the data volume, outside PGDATA "
+                           "('/var/lib/postgresql/.psql_history')")
+
     def test_data_not_on_a_persistent_volume(self):
         i = self.broken()
         workload(i, "rabbitmq")["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] = "scratch"
