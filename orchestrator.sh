@@ -9,6 +9,9 @@
 #   ./orchestrator.sh build [TAG] [--push]
 #   ./orchestrator.sh logs SERVICE [kubectl logs flags, e.g. -f]
 #   ./orchestrator.sh test                the acceptance scenario against NODE_IP:30000
+#   ./orchestrator.sh backup              dump both databases now (their backup CronJobs)
+#   ./orchestrator.sh restore FILE        restore one dump (movies-*.dump or orders-*.dump): a
+#                                         file here, or the name of one in the backup volume
 #
 # Environment:
 #   DOCKER_HUB_USERNAME     images come from this Docker Hub account (build --push puts them
@@ -19,6 +22,10 @@
 #   NODE_IP                 where `test` finds the gateway (default: the master VM)
 #   ORCHESTRATOR_KUBECONFIG deploy/status/logs/test against another cluster (kind, ...)
 #   ORCHESTRATOR_DRY_RUN=1  print every command instead of running it
+#   ORCHESTRATOR_INGRESS=1  also HTTPS through an Ingress on https://microservices.local/
+#                           (Manifests/components/ingress, with a generated self-signed cert)
+#   ORCHESTRATOR_OVERLAY    the layout: empty for Manifests/ (default), or an overlay of
+#                           Manifests/overlays/, e.g. ha (three RabbitMQ nodes)
 #   ORCHESTRATOR_STATE_DIR  generated files (default: .orchestrator/, git-ignored)
 #   ORDER_TIMEOUT           seconds `test` waits for an order to be stored (default: 60)
 #   WAIT_TIMEOUT            seconds to wait for nodes and pods (default: 600)
@@ -51,6 +58,9 @@ NODE_IP=${NODE_IP:-$MASTER_IP}
 STATE_DIR=${ORCHESTRATOR_STATE_DIR:-$ROOT/.orchestrator}
 DRY_RUN=${ORCHESTRATOR_DRY_RUN:-0}
 WAIT_TIMEOUT=${WAIT_TIMEOUT:-600}
+OVERLAY=${ORCHESTRATOR_OVERLAY:-}
+INGRESS=${ORCHESTRATOR_INGRESS:-0}
+readonly INGRESS_HOST=microservices.local
 ORDER_TIMEOUT=${ORDER_TIMEOUT:-60}
 # Seconds between two looks while waiting (the tests shorten it).
 POLL_INTERVAL=${ORCHESTRATOR_POLL_INTERVAL:-5}
@@ -125,6 +135,7 @@ install_hint() {
     kubectl) echo "kubectl (https://kubernetes.io/docs/tasks/tools/)" ;;
     docker) echo "Docker (https://docs.docker.com/engine/install/)" ;;
     curl) echo "curl (your system's package manager)" ;;
+    openssl) echo "OpenSSL (your system's package manager)" ;;
     *) echo "$1" ;;
   esac
 }
@@ -225,11 +236,19 @@ random_password() {
 }
 
 # Random passwords, generated once and kept (PostgreSQL and RabbitMQ only read them when
-# their volume is new). Usernames are not secret but live with the passwords.
+# their volume is new). Usernames are not secret but live with the passwords. And the Erlang
+# cookie of a RabbitMQ cluster (Manifests/overlays/ha), the same on every node.
 ensure_credentials() {
   local dir=$STATE_DIR/credentials entry name user
   mkdir -p "$dir"
   chmod 700 "$dir"
+  if [[ ! -s $dir/rabbitmq-erlang-cookie.env ]]; then
+    (
+      umask 077
+      printf 'cookie=%s\n' "$(random_password)" >"$dir/rabbitmq-erlang-cookie.env"
+    )
+    say "generated the RabbitMQ cluster's Erlang cookie ($dir/rabbitmq-erlang-cookie.env)"
+  fi
   for entry in inventory-db:inventory billing-db:billing rabbitmq:billing; do
     name=${entry%%:*}
     user=${entry#*:}
@@ -243,11 +262,44 @@ ensure_credentials() {
   done
 }
 
-# $STATE_DIR/kustomization.yaml: Manifests/ with the generated credentials in place of the
-# development ones and, with a registry, the images retargeted to it.
+# The layout ORCHESTRATOR_OVERLAY names: Manifests/ or one of Manifests/overlays/.
+layout_dir() {
+  if [[ -z $OVERLAY ]]; then
+    echo "$ROOT/Manifests"
+  elif [[ $OVERLAY =~ ^[a-z0-9-]+$ && -f $ROOT/Manifests/overlays/$OVERLAY/kustomization.yaml ]]; then
+    echo "$ROOT/Manifests/overlays/$OVERLAY"
+  else
+    die "ORCHESTRATOR_OVERLAY=$OVERLAY: no such overlay; choose one of: $(cd "$ROOT/Manifests/overlays" && echo *)"
+  fi
+}
+
+ingress_enabled() { [[ $INGRESS == 1 ]]; }
+
+# A self-signed certificate for the Ingress's host, generated once and kept beside the
+# credentials (never committed): tls/tls.crt is what clients trust (curl --cacert).
+ensure_tls() {
+  local dir=$STATE_DIR/tls
+  [[ -s $dir/tls.crt && -s $dir/tls.key ]] && return 0
+  require openssl
+  mkdir -p "$dir"
+  chmod 700 "$dir"
+  say "generating a self-signed certificate for $INGRESS_HOST ($dir/tls.crt)"
+  (
+    umask 077
+    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 825 -subj "/CN=$INGRESS_HOST" \
+      -addext "subjectAltName=DNS:$INGRESS_HOST" -keyout "$dir/tls.key" -out "$dir/tls.crt" 2>/dev/null
+  ) || die "openssl could not create the certificate"
+}
+
+# $STATE_DIR/kustomization.yaml: the chosen layout (Manifests/ or an overlay) with the generated
+# credentials in place of the development ones, optionally the Ingress component and its TLS
+# Secret, and, with a registry, the images retargeted to it.
 write_overlay() {
-  local svc name
-  ln -sfn "$ROOT/Manifests" "$STATE_DIR/base"
+  local svc name layout
+  layout=$(layout_dir)
+  # Links, so that the generated kustomization names its bases by relative paths.
+  ln -sfn "$layout" "$STATE_DIR/base"
+  ln -sfn "$ROOT/Manifests/components/ingress" "$STATE_DIR/ingress"
   {
     echo "# Generated by orchestrator.sh; do not edit, do not commit (holds no secrets itself)."
     echo "apiVersion: kustomize.config.k8s.io/v1beta1"
@@ -255,6 +307,10 @@ write_overlay() {
     echo "namespace: $NAMESPACE"
     echo "resources:"
     echo "  - base"
+    if ingress_enabled; then
+      echo "components:"
+      echo "  - ingress"
+    fi
     echo "secretGenerator:"
     for name in inventory-db billing-db rabbitmq; do
       echo "  - name: $name-credentials"
@@ -265,6 +321,22 @@ write_overlay() {
       echo "    options:"
       echo "      disableNameSuffixHash: true"
     done
+    echo "  - name: rabbitmq-erlang-cookie"
+    echo "    behavior: replace"
+    echo "    type: Opaque"
+    echo "    envs:"
+    echo "      - credentials/rabbitmq-erlang-cookie.env"
+    echo "    options:"
+    echo "      disableNameSuffixHash: true"
+    if ingress_enabled; then
+      echo "  - name: api-gateway-tls"
+      echo "    type: kubernetes.io/tls"
+      echo "    files:"
+      echo "      - tls.crt=tls/tls.crt"
+      echo "      - tls.key=tls/tls.key"
+      echo "    options:"
+      echo "      disableNameSuffixHash: true"
+    fi
     echo "images:"
     for svc in $SERVICES; do
       echo "  - name: $svc"
@@ -315,10 +387,13 @@ wait_for_nodes() {
 }
 
 apply_manifests() {
+  local layout
   prepare_state_dir
   ensure_credentials
+  ! ingress_enabled || ensure_tls
   write_overlay
-  say "applying the manifests (Manifests/ with generated credentials, images tagged $IMAGE_TAG)"
+  layout=$(layout_dir)
+  say "applying the manifests (${layout#"$ROOT"/} with generated credentials$(ingress_enabled && echo ", the Ingress"), images tagged $IMAGE_TAG)"
   run kubectl apply -k "$STATE_DIR"
 }
 
@@ -361,6 +436,9 @@ wait_until_ready() {
 
 print_access() {
   echo "  API:      curl http://$NODE_IP:$NODE_PORT/api/movies/"
+  if ingress_enabled; then
+    echo "  HTTPS:    curl --cacert $STATE_DIR/tls/tls.crt --resolve $INGRESS_HOST:443:$NODE_IP https://$INGRESS_HOST/api/movies/"
+  fi
   echo "  kubectl:  export KUBECONFIG=$KUBECONFIG"
 }
 
@@ -462,6 +540,7 @@ cmd_deploy() {
   fi
   apply_manifests
   wait_until_ready
+  print_access
   echo "deployed"
 }
 
@@ -494,6 +573,85 @@ cmd_logs() {
   require kubectl
   require_kubeconfig
   kube logs --selector "app=$service" --all-containers --prefix --tail=200 --max-log-requests=6 "$@"
+}
+
+# --- backups ---------------------------------------------------------------------------------
+
+readonly DUMP_NAME='^(movies|orders)-[0-9]{8}T[0-9]{6}Z\.dump$'
+
+# run_job NAME: wait until the Job has completed and show its log; its log and a failure
+# otherwise.
+wait_for_job() {
+  local job=$1
+  if ! kube wait --for=condition=complete "job/$job" --timeout="${WAIT_TIMEOUT}s"; then
+    kube logs "job/$job" --all-containers || true
+    die "job $job did not complete (kubectl -n $NAMESPACE describe job/$job)"
+  fi
+  kube logs "job/$job" --all-containers
+}
+
+cmd_backup() {
+  require kubectl
+  require_kubeconfig
+  local database job stamp
+  stamp=$(date -u +%Y%m%d%H%M%S)
+  for database in inventory-db billing-db; do
+    job=$database-backup-$stamp
+    say "backing up $database now (job $job, from cronjob/$database-backup)"
+    kube create job --from="cronjob/$database-backup" "$job"
+    wait_for_job "$job"
+  done
+  echo "backup done: the dumps are in the volumes inventory-db-backups and billing-db-backups"
+}
+
+# restore FILE: a dump (movies-<UTC>.dump or orders-<UTC>.dump, pg_dump's custom format, as
+# the backup CronJobs and the Compose backups write them) into its database. FILE on this
+# machine is streamed to pg_restore in the database's pod; otherwise FILE names a dump in the
+# backup volume, restored by a Job made from the backup CronJob. pg_restore --clean drops and
+# recreates what the dump holds, in one transaction.
+cmd_restore() {
+  local file=${1:-} name database dbname job
+  [[ -n $file ]] || die "usage: restore FILE (movies-YYYYMMDDTHHMMSSZ.dump or orders-...): a file here, or a dump in the backup volume"
+  name=$(basename "$file")
+  [[ $name =~ $DUMP_NAME ]] || die "restore: $name is not a dump name (movies-YYYYMMDDTHHMMSSZ.dump or orders-YYYYMMDDTHHMMSSZ.dump)"
+  dbname=${name%%-*}
+  case $dbname in
+    movies) database=inventory-db ;;
+    orders) database=billing-db ;;
+  esac
+  require kubectl
+  require_kubeconfig
+  if [[ -f $file ]]; then
+    say "restoring $dbname in $database-0 from $file (this machine)"
+    if dry_run; then
+      print_cmd kubectl --namespace "$NAMESPACE" exec -i "$database-0" -c postgres -- pg_restore --clean \
+        --if-exists --no-owner --single-transaction --exit-on-error --dbname "$dbname"
+      echo "  (stdin: $file)"
+    else
+      kubectl --namespace "$NAMESPACE" exec -i "$database-0" -c postgres -- pg_restore --clean \
+        --if-exists --no-owner --single-transaction --exit-on-error --dbname "$dbname" <"$file"
+    fi
+  else
+    job=$database-restore-$(date -u +%Y%m%d%H%M%S)
+    say "restoring $dbname from $name in the volume $database-backups (job $job)"
+    local create=(kubectl --namespace "$NAMESPACE" create job --from="cronjob/$database-backup" "$job"
+      --dry-run=client -o yaml)
+    local set_env=(kubectl set env --local -f - "RESTORE_FILE=$name" -o yaml)
+    local apply=(kubectl --namespace "$NAMESPACE" create -f -)
+    if dry_run; then
+      print_cmd "${create[@]}"
+      print_cmd "${set_env[@]}"
+      print_cmd "${apply[@]}"
+    else
+      "${create[@]}" | "${set_env[@]}" | "${apply[@]}"
+    fi
+    wait_for_job "$job"
+  fi
+  echo "restored $dbname from $name"
+  if [[ $dbname == orders ]]; then
+    echo "  orders still queued are stored by billing-app as usual; one the dump already holds is"
+    echo "  skipped (the order id is the primary key), so nothing is stored twice"
+  fi
 }
 
 # --- the acceptance scenario (SPEC) ------------------------------------------------------------
@@ -548,10 +706,11 @@ orders_stored() {
 }
 
 BILLING_STOPPED=0
+BILLING_REPLICAS=1
 restore_billing() {
   if ((BILLING_STOPPED == 1)); then
-    warn "scaling billing-app back to 1 replica"
-    kube scale statefulset billing-app --replicas=1 || true
+    warn "scaling billing-app back to $BILLING_REPLICAS replica(s)"
+    kube scale statefulset billing-app --replicas="$BILLING_REPLICAS" || true
   fi
 }
 
@@ -578,9 +737,14 @@ cmd_test() {
   poll "$ORDER_TIMEOUT" "order $first (user 20) to be stored" orders_stored "$first" 1
 
   say "4. stop billing-app"
+  # As many consumers as the layout runs (Manifests/overlays/ha: several), all stopped.
+  local replicas pods=() n
+  replicas=$(kube get statefulset billing-app -o 'jsonpath={.spec.replicas}') || true
+  [[ $replicas =~ ^[1-9][0-9]*$ ]] && BILLING_REPLICAS=$replicas
+  for ((n = 0; n < BILLING_REPLICAS; n++)); do pods+=("pod/billing-app-$n"); done
   BILLING_STOPPED=1
   kube scale statefulset billing-app --replicas=0
-  kube wait --for=delete pod/billing-app-0 --timeout=120s
+  kube wait --for=delete "${pods[@]}" --timeout=120s
 
   say "5. order while billing-app is stopped: queued"
   http POST /api/billing/ '{"user_id": "22", "number_of_items": "10", "total_amount": "50"}'
@@ -593,7 +757,7 @@ cmd_test() {
   psql_billing "SELECT id, user_id, number_of_items, total_amount FROM orders WHERE id IN ('$first', '$second')"
 
   say "7. start billing-app again: the queued order is stored, once"
-  kube scale statefulset billing-app --replicas=1
+  kube scale statefulset billing-app --replicas="$BILLING_REPLICAS"
   BILLING_STOPPED=0
   kube rollout status statefulset/billing-app --timeout=120s
   poll "$ORDER_TIMEOUT" "order $second (user 22) to be stored" orders_stored "$second" 1
@@ -623,6 +787,8 @@ main() {
     build) cmd_build "$@" ;;
     logs) cmd_logs "$@" ;;
     test) cmd_test "$@" ;;
+    backup) cmd_backup "$@" ;;
+    restore) cmd_restore "$@" ;;
     help | -h | --help) usage ;;
     *)
       usage >&2

@@ -517,6 +517,10 @@ def check_references(i: Inputs) -> list[str]:
                     name = volume[key].get("name") or volume[key].get("secretName")
                     if i.cluster.get(kind, name) is None:
                         problems.append(f"{pod.name}: volume {volume['name']}: {kind} {name} does not exist")
+        for volume in pod.spec.get("volumes", []):
+            claim = volume.get("persistentVolumeClaim", {}).get("claimName")
+            if claim and i.cluster.get("PersistentVolumeClaim", claim) is None:
+                problems.append(f"{pod.name}: volume {volume['name']}: PersistentVolumeClaim {claim} does not exist")
         claims = {t["metadata"]["name"] for t in pod.workload["spec"].get("volumeClaimTemplates", [])}
         volumes = {v["name"] for v in pod.spec.get("volumes", [])} | claims
         for container in pod.containers:
@@ -823,6 +827,35 @@ def check_ingress(i: Inputs) -> list[str]:
                                     "not lead to the gateway's HTTP port")
                 if path.get("path") != "/" or path.get("pathType") != "Prefix":
                     problems.append(f"Ingress {name}: expected path / (Prefix), every API path is the gateway's")
+    return problems
+
+
+def check_backups(i: Inputs) -> list[str]:
+    """A CronJob per database dumps it (pg_dump custom format) from its Service into a volume of
+    its own, one run at a time, keeping a bounded number of dumps."""
+    c, problems = i.cluster, []
+    for backup, database in BACKUPS.items():
+        pod = c.pod(backup)
+        if pod is None or pod.kind != "CronJob":
+            problems.append(f"no CronJob {backup}")
+            continue
+        spec = pod.workload["spec"]
+        if not spec.get("schedule") or spec.get("concurrencyPolicy") != "Forbid":
+            problems.append(f"CronJob {backup}: needs a schedule and concurrencyPolicy Forbid")
+        container = pod.containers[0]
+        env, _ = c.resolve(container)
+        if env.get("PGHOST") != database or env.get("PGDATABASE") != DATABASES[database]:
+            problems.append(f"CronJob {backup}: PGHOST and PGDATABASE must be {database} and {DATABASES[database]}")
+        script = " ".join(container.get("command", []) + container.get("args", []))
+        if "--format=custom" not in script and "-Fc" not in script:
+            problems.append(f"CronJob {backup}: dumps must be pg_dump's custom format (-Fc), as Compose's")
+        if not env.get("BACKUP_KEEP", "").isdigit() or int(env["BACKUP_KEEP"]) < 1:
+            problems.append(f"CronJob {backup}: BACKUP_KEEP must bound the number of dumps kept")
+        volumes = {v["name"]: v for v in pod.spec.get("volumes", [])}
+        mount = next((m for m in container.get("volumeMounts", []) if m["mountPath"] == BACKUP_VOLUME_PATH), None)
+        claim = volumes.get(mount["name"], {}).get("persistentVolumeClaim") if mount else None
+        if not claim:
+            problems.append(f"CronJob {backup}: {BACKUP_VOLUME_PATH} must be a PersistentVolumeClaim")
     return problems
 
 
@@ -1133,6 +1166,9 @@ def check_credentials(i: Inputs) -> list[str]:
         same(app, f"{prefix}_USER", database, "POSTGRES_USER")
         same(app, f"{prefix}_PASSWORD", database, "POSTGRES_PASSWORD")
         same(app, f"{prefix}_NAME", database, "POSTGRES_DB")
+    for backup, database in BACKUPS.items():
+        same(backup, "PGUSER", database, "POSTGRES_USER")
+        same(backup, "PGPASSWORD", database, "POSTGRES_PASSWORD")
     for app in ("api-gateway", "billing-app"):
         same(app, "RABBITMQ_USER", "rabbitmq", "RABBITMQ_DEFAULT_USER")
         same(app, "RABBITMQ_PASSWORD", "rabbitmq", "RABBITMQ_DEFAULT_PASS")
@@ -1453,6 +1489,7 @@ CHECKS: list[tuple[str, Callable[[Inputs], list[str]]]] = [
     ("NetworkPolicies allow exactly the system's traffic", check_network_flows),
     ("credentials only in Secrets, shared by servers and clients", check_credentials),
     ("databases: psql lands in movies/orders, data on volumes", check_databases),
+    ("backups: a CronJob per database, custom-format dumps on a volume, bounded", check_backups),
     ("pod hardening, resources, graceful shutdown", check_pod_hardening),
     ("compose and Kubernetes agree on shared settings", check_settings_agree),
     ("RabbitMQ's memory, WAL and disk limits fit its containers", check_broker_limits),

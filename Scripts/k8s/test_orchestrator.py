@@ -296,6 +296,7 @@ class DryRunTest(unittest.TestCase):
             "'{\"user_id\": \"20\", \"number_of_items\": \"99\", \"total_amount\": \"250\"}' "
             "http://192.168.56.110:30000/api/billing/",
             f"{exec_psql} 'SELECT count(*) FROM orders WHERE id = '\\''ORDER_ID'\\'''",
+            "kubectl --namespace microservices get statefulset billing-app -o 'jsonpath={.spec.replicas}'",
             "kubectl --namespace microservices scale statefulset billing-app --replicas=0",
             "kubectl --namespace microservices wait --for=delete pod/billing-app-0 --timeout=120s",
             f"{curl} POST -H 'Content-Type: application/json' --data "
@@ -332,13 +333,15 @@ class GeneratedFilesTest(unittest.TestCase):
         self.assertEqual(self.sandbox.run("deploy").returncode, 0)
         state = self.sandbox.state
         first = self.credentials(state)
-        self.assertEqual(sorted(first), ["billing-db.env", "inventory-db.env", "rabbitmq.env"])
+        self.assertEqual(sorted(first), ["billing-db.env", "inventory-db.env", "rabbitmq-erlang-cookie.env",
+                                         "rabbitmq.env"])
         for name, text in first.items():
-            self.assertRegex(text, r"^username=\w+\npassword=[0-9a-f]{48}\n$", name)
+            pattern = r"^cookie=[0-9a-f]{48}\n$" if "cookie" in name else r"^username=\w+\npassword=[0-9a-f]{48}\n$"
+            self.assertRegex(text, pattern, name)
             self.assertEqual((state / "credentials" / name).stat().st_mode & 0o777, 0o600)
         self.assertEqual((state / "credentials").stat().st_mode & 0o777, 0o700)
-        passwords = {re.search("password=(.*)", t).group(1) for t in first.values()}
-        self.assertEqual(len(passwords), 3)
+        secrets = {re.search("(?:password|cookie)=(.*)", t).group(1) for t in first.values()}
+        self.assertEqual(len(secrets), 4)
         # Kept: a second deploy must not change what the databases were initialised with.
         self.assertEqual(self.sandbox.run("deploy").returncode, 0)
         self.assertEqual(self.credentials(state), first)
@@ -375,6 +378,99 @@ class GeneratedFilesTest(unittest.TestCase):
                                   "alice/inventory-app:0.2.0", "postgres:15-alpine",
                                   "rabbitmq:4.3-management-alpine"])
         self.assertNotIn("dev-password", rendered)
+
+
+    def render(self) -> list[dict]:
+        import yaml
+        rendered = subprocess.run([REAL_KUBECTL, "kustomize", str(self.sandbox.state)], check=True,
+                                  capture_output=True, text=True).stdout
+        return [d for d in yaml.safe_load_all(rendered) if d]
+
+    @unittest.skipUnless(REAL_KUBECTL, "kubectl is not installed")
+    def test_the_ha_overlay_with_the_ingress_renders_with_generated_cookie_and_certificate(self):
+        import base64
+        result = self.sandbox.run("deploy", ORCHESTRATOR_OVERLAY="ha", ORCHESTRATOR_INGRESS="1")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("applying the manifests (Manifests/overlays/ha with generated credentials, the Ingress",
+                      result.stdout)
+        self.assertIn("  HTTPS:    curl --cacert", result.stdout)
+        docs = self.render()
+        objects = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+        self.assertEqual(objects[("StatefulSet", "rabbitmq")]["spec"]["replicas"], 3)
+        self.assertEqual(objects[("StatefulSet", "billing-app")]["spec"]["replicas"], 2)
+        self.assertIn(("Ingress", "api-gateway"), objects)
+        cookie = objects[("Secret", "rabbitmq-erlang-cookie")]
+        self.assertEqual(base64.b64decode(cookie["data"]["cookie"]).decode() + "\n",
+                         self.credentials(self.sandbox.state)["rabbitmq-erlang-cookie.env"].split("=", 1)[1])
+        tls = objects[("Secret", "api-gateway-tls")]
+        self.assertEqual(tls["type"], "kubernetes.io/tls")
+        certificate = (self.sandbox.state / "tls" / "tls.crt").read_text()
+        self.assertEqual(base64.b64decode(tls["data"]["tls.crt"]).decode(), certificate)
+        self.assertEqual((self.sandbox.state / "tls" / "tls.key").stat().st_mode & 0o777, 0o600)
+        # Kept: a second deploy presents the same certificate.
+        self.assertEqual(self.sandbox.run("deploy", ORCHESTRATOR_INGRESS="1").returncode, 0)
+        self.assertEqual((self.sandbox.state / "tls" / "tls.crt").read_text(), certificate)
+        # And back to the default layout: one broker.
+        rabbitmq = next(d for d in self.render() if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "rabbitmq")
+        self.assertEqual(rabbitmq["spec"]["replicas"], 1)
+
+    def test_an_unknown_overlay(self):
+        result = self.sandbox.run("deploy", ORCHESTRATOR_OVERLAY="huge")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("ORCHESTRATOR_OVERLAY=huge: no such overlay; choose one of: ha https", result.stderr)
+
+
+class BackupTest(unittest.TestCase):
+    def setUp(self):
+        self.sandbox = Sandbox()
+        self.addCleanup(self.sandbox.cleanup)
+
+    def test_backup_runs_each_cronjob_now_and_waits(self):
+        result = self.sandbox.run("backup")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        cmds = commands(result)
+        jobs = [re.search(r"(\S+-backup-\d{14})$", c).group(1) for c in cmds if " create job " in c]
+        self.assertEqual([j.rsplit("-", 1)[0] for j in jobs], ["inventory-db-backup", "billing-db-backup"])
+        k = "kubectl --namespace microservices"
+        self.assertEqual(cmds, [
+            f"{k} create job --from=cronjob/inventory-db-backup {jobs[0]}",
+            f"{k} wait --for=condition=complete job/{jobs[0]} --timeout=600s",
+            f"{k} logs job/{jobs[0]} --all-containers",
+            f"{k} create job --from=cronjob/billing-db-backup {jobs[1]}",
+            f"{k} wait --for=condition=complete job/{jobs[1]} --timeout=600s",
+            f"{k} logs job/{jobs[1]} --all-containers",
+        ])
+        self.assertEqual(self.sandbox.calls(), [])
+
+    def test_restore_a_dump_from_the_backup_volume(self):
+        result = self.sandbox.run("restore", "orders-20250102T030405Z.dump")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        cmds = commands(result)
+        job = re.search(r"(billing-db-restore-\d{14})", cmds[0]).group(1)
+        self.assertEqual(cmds[:3], [
+            f"kubectl --namespace microservices create job --from=cronjob/billing-db-backup {job} "
+            "--dry-run=client -o yaml",
+            "kubectl set env --local -f - RESTORE_FILE=orders-20250102T030405Z.dump -o yaml",
+            "kubectl --namespace microservices create -f -",
+        ])
+        self.assertIn(f"kubectl --namespace microservices wait --for=condition=complete job/{job} --timeout=600s", cmds)
+        self.assertIn("nothing is stored twice", result.stdout)
+
+    def test_restore_a_dump_from_this_machine(self):
+        dump = self.sandbox.root / "movies-20250102T030405Z.dump"
+        dump.write_bytes(b"PGDMP")
+        result = self.sandbox.run("restore", str(dump))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(commands(result), [
+            "kubectl --namespace microservices exec -i inventory-db-0 -c postgres -- pg_restore --clean "
+            "--if-exists --no-owner --single-transaction --exit-on-error --dbname movies"])
+        self.assertIn(f"  (stdin: {dump})", result.stdout)
+
+    def test_restore_refuses_what_is_no_dump(self):
+        for name in ("", "billing.sql", "orders-latest.dump", "customers-20250102T030405Z.dump"):
+            result = self.sandbox.run("restore", *([name] if name else []))
+            self.assertEqual(result.returncode, 1, name)
+            self.assertEqual(commands(result), [])
 
 
 class FailureTest(unittest.TestCase):
