@@ -9,14 +9,23 @@
 #   ./orchestrator.sh build [TAG] [--push]
 #   ./orchestrator.sh logs SERVICE [kubectl logs flags, e.g. -f]
 #   ./orchestrator.sh test                the acceptance scenario against NODE_IP:30000
+#   ./orchestrator.sh backup              dump both databases now (their backup CronJobs)
+#   ./orchestrator.sh restore FILE        restore one dump (movies-*.dump or orders-*.dump): a
+#                                         file here, or the name of one in the backup volume
 #
 # Environment:
 #   DOCKER_HUB_USERNAME     images come from this Docker Hub account (build --push puts them
 #                           there); unset: images are imported straight into the K3s nodes
 #   IMAGE_TAG               tag of the service images to deploy (default: the workspace version)
+#   IMAGE_PLATFORM          the nodes' platform, for images saved from Docker's containerd image
+#                           store (default: linux/amd64)
 #   NODE_IP                 where `test` finds the gateway (default: the master VM)
 #   ORCHESTRATOR_KUBECONFIG deploy/status/logs/test against another cluster (kind, ...)
 #   ORCHESTRATOR_DRY_RUN=1  print every command instead of running it
+#   ORCHESTRATOR_INGRESS=1  also HTTPS through an Ingress on https://microservices.local/
+#                           (Manifests/components/ingress, with a generated self-signed cert)
+#   ORCHESTRATOR_OVERLAY    the layout: empty for Manifests/ (default), or an overlay of
+#                           Manifests/overlays/, e.g. ha (three RabbitMQ nodes)
 #   ORCHESTRATOR_STATE_DIR  generated files (default: .orchestrator/, git-ignored)
 #   ORDER_TIMEOUT           seconds `test` waits for an order to be stored (default: 60)
 #   WAIT_TIMEOUT            seconds to wait for nodes and pods (default: 600)
@@ -43,10 +52,15 @@ readonly NODE_PORT=30000
 readonly GUEST_SHARED_DIR=/vagrant-shared
 
 IMAGE_TAG=${IMAGE_TAG:-$DEFAULT_TAG}
+# The nodes' platform: the Vagrantfile's box is amd64.
+IMAGE_PLATFORM=${IMAGE_PLATFORM:-linux/amd64}
 NODE_IP=${NODE_IP:-$MASTER_IP}
 STATE_DIR=${ORCHESTRATOR_STATE_DIR:-$ROOT/.orchestrator}
 DRY_RUN=${ORCHESTRATOR_DRY_RUN:-0}
 WAIT_TIMEOUT=${WAIT_TIMEOUT:-600}
+OVERLAY=${ORCHESTRATOR_OVERLAY:-}
+INGRESS=${ORCHESTRATOR_INGRESS:-0}
+readonly INGRESS_HOST=microservices.local
 ORDER_TIMEOUT=${ORDER_TIMEOUT:-60}
 # Seconds between two looks while waiting (the tests shorten it).
 POLL_INTERVAL=${ORCHESTRATOR_POLL_INTERVAL:-5}
@@ -121,6 +135,7 @@ install_hint() {
     kubectl) echo "kubectl (https://kubernetes.io/docs/tasks/tools/)" ;;
     docker) echo "Docker (https://docs.docker.com/engine/install/)" ;;
     curl) echo "curl (your system's package manager)" ;;
+    openssl) echo "OpenSSL (your system's package manager)" ;;
     *) echo "$1" ;;
   esac
 }
@@ -170,16 +185,32 @@ push_images() {
   done
 }
 
+# Does Docker keep its images in containerd's image store (Docker Desktop's default, and Docker
+# Engine's from 29)? Its `docker save` archives then hold each image's whole multi-platform index
+# (and attestation manifests) with only the blobs of the platforms it has, and `ctr images
+# import` on the nodes fails on the missing ones ("content digest ...: not found").
+containerd_image_store() {
+  dry_run && return 1
+  [[ $(docker info --format '{{json .DriverStatus}}' 2>/dev/null) == *io.containerd.snapshotter* ]]
+}
+
 # No registry: one archive of the three images, imported into containerd on every node. The
 # manifests' imagePullPolicy IfNotPresent then uses them without pulling.
 import_images() {
   local tag=$1 svc node
   local archive="images/services-$tag.tar"
-  local images=()
+  local images=() save=(docker save)
   for svc in $SERVICES; do images+=("$svc:$tag"); done
   mkdir -p "$STATE_DIR/shared/images"
+  # From the containerd store, only the nodes' platform (docker save --platform, Docker 27+);
+  # the classic store's archives hold one platform already.
+  if containerd_image_store; then
+    save+=(--platform "$IMAGE_PLATFORM")
+  elif dry_run; then
+    say "(with Docker's containerd image store: docker save --platform $IMAGE_PLATFORM)"
+  fi
   say "saving ${images[*]}"
-  run docker save -o "$STATE_DIR/shared/$archive" "${images[@]}"
+  run "${save[@]}" -o "$STATE_DIR/shared/$archive" "${images[@]}"
   for node in $NODES; do
     say "importing the images into $node"
     run vagrant ssh "$node" -c "sudo k3s ctr images import $GUEST_SHARED_DIR/$archive"
@@ -205,11 +236,19 @@ random_password() {
 }
 
 # Random passwords, generated once and kept (PostgreSQL and RabbitMQ only read them when
-# their volume is new). Usernames are not secret but live with the passwords.
+# their volume is new). Usernames are not secret but live with the passwords. And the Erlang
+# cookie of a RabbitMQ cluster (Manifests/overlays/ha), the same on every node.
 ensure_credentials() {
   local dir=$STATE_DIR/credentials entry name user
   mkdir -p "$dir"
   chmod 700 "$dir"
+  if [[ ! -s $dir/rabbitmq-erlang-cookie.env ]]; then
+    (
+      umask 077
+      printf 'cookie=%s\n' "$(random_password)" >"$dir/rabbitmq-erlang-cookie.env"
+    )
+    say "generated the RabbitMQ cluster's Erlang cookie ($dir/rabbitmq-erlang-cookie.env)"
+  fi
   for entry in inventory-db:inventory billing-db:billing rabbitmq:billing; do
     name=${entry%%:*}
     user=${entry#*:}
@@ -223,11 +262,44 @@ ensure_credentials() {
   done
 }
 
-# $STATE_DIR/kustomization.yaml: Manifests/ with the generated credentials in place of the
-# development ones and, with a registry, the images retargeted to it.
+# The layout ORCHESTRATOR_OVERLAY names: Manifests/ or one of Manifests/overlays/.
+layout_dir() {
+  if [[ -z $OVERLAY ]]; then
+    echo "$ROOT/Manifests"
+  elif [[ $OVERLAY =~ ^[a-z0-9-]+$ && -f $ROOT/Manifests/overlays/$OVERLAY/kustomization.yaml ]]; then
+    echo "$ROOT/Manifests/overlays/$OVERLAY"
+  else
+    die "ORCHESTRATOR_OVERLAY=$OVERLAY: no such overlay; choose one of: $(cd "$ROOT/Manifests/overlays" && echo *)"
+  fi
+}
+
+ingress_enabled() { [[ $INGRESS == 1 ]]; }
+
+# A self-signed certificate for the Ingress's host, generated once and kept beside the
+# credentials (never committed): tls/tls.crt is what clients trust (curl --cacert).
+ensure_tls() {
+  local dir=$STATE_DIR/tls
+  [[ -s $dir/tls.crt && -s $dir/tls.key ]] && return 0
+  require openssl
+  mkdir -p "$dir"
+  chmod 700 "$dir"
+  say "generating a self-signed certificate for $INGRESS_HOST ($dir/tls.crt)"
+  (
+    umask 077
+    openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 825 -subj "/CN=$INGRESS_HOST" \
+      -addext "subjectAltName=DNS:$INGRESS_HOST" -keyout "$dir/tls.key" -out "$dir/tls.crt" 2>/dev/null
+  ) || die "openssl could not create the certificate"
+}
+
+# $STATE_DIR/kustomization.yaml: the chosen layout (Manifests/ or an overlay) with the generated
+# credentials in place of the development ones, optionally the Ingress component and its TLS
+# Secret, and, with a registry, the images retargeted to it.
 write_overlay() {
-  local svc name
-  ln -sfn "$ROOT/Manifests" "$STATE_DIR/base"
+  local svc name layout
+  layout=$(layout_dir)
+  # Links, so that the generated kustomization names its bases by relative paths.
+  ln -sfn "$layout" "$STATE_DIR/base"
+  ln -sfn "$ROOT/Manifests/components/ingress" "$STATE_DIR/ingress"
   {
     echo "# Generated by orchestrator.sh; do not edit, do not commit (holds no secrets itself)."
     echo "apiVersion: kustomize.config.k8s.io/v1beta1"
@@ -235,6 +307,10 @@ write_overlay() {
     echo "namespace: $NAMESPACE"
     echo "resources:"
     echo "  - base"
+    if ingress_enabled; then
+      echo "components:"
+      echo "  - ingress"
+    fi
     echo "secretGenerator:"
     for name in inventory-db billing-db rabbitmq; do
       echo "  - name: $name-credentials"
@@ -245,6 +321,22 @@ write_overlay() {
       echo "    options:"
       echo "      disableNameSuffixHash: true"
     done
+    echo "  - name: rabbitmq-erlang-cookie"
+    echo "    behavior: replace"
+    echo "    type: Opaque"
+    echo "    envs:"
+    echo "      - credentials/rabbitmq-erlang-cookie.env"
+    echo "    options:"
+    echo "      disableNameSuffixHash: true"
+    if ingress_enabled; then
+      echo "  - name: api-gateway-tls"
+      echo "    type: kubernetes.io/tls"
+      echo "    files:"
+      echo "      - tls.crt=tls/tls.crt"
+      echo "      - tls.key=tls/tls.key"
+      echo "    options:"
+      echo "      disableNameSuffixHash: true"
+    fi
     echo "images:"
     for svc in $SERVICES; do
       echo "  - name: $svc"
@@ -264,36 +356,89 @@ prepare_state_dir() {
 
 # --- cluster steps ---------------------------------------------------------------------------
 
+# The time as Kubernetes writes it (RFC 3339, UTC, whole seconds): such strings compare in
+# time order as plain strings.
+utc_now() { date -u +%Y-%m-%dT%H:%M:%SZ; }
+
+# nodes_ready_since TIME: every node Ready, by a heartbeat its kubelet sent at TIME or later.
+# After a halt the API server starts with the statuses it last had, all Ready: only a heartbeat
+# newer than the boot says that a kubelet is back.
+nodes_ready_since() {
+  local since=$1 out node name status beat
+  out=$(run kubectl get nodes -o 'jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastHeartbeatTime}{"\n"}{end}') || return 1
+  for node in $NODES; do
+    read -r name status beat < <(grep "^$node " <<<"$out") || return 1
+    [[ $name == "$node" && $status == True && ! $beat < $since ]] || return 1
+  done
+}
+
+# wait_for_nodes [SINCE]: both nodes registered and Ready (with a heartbeat from SINCE on).
 wait_for_nodes() {
+  local since=${1:-} names=() node
   say "waiting for the nodes ($NODES) to be Ready"
-  local names=() node
   for node in $NODES; do names+=("node/$node"); done
   # `kubectl wait` fails at once on a node that has not registered yet: wait for both first.
   poll "$WAIT_TIMEOUT" "the nodes to register" kubectl get "${names[@]}"
-  run kubectl wait --for=condition=Ready "${names[@]}" --timeout="${WAIT_TIMEOUT}s"
+  if [[ -n $since ]]; then
+    poll "$WAIT_TIMEOUT" "fresh heartbeats of the nodes (Ready, sent after $since)" nodes_ready_since "$since"
+  else
+    run kubectl wait --for=condition=Ready "${names[@]}" --timeout="${WAIT_TIMEOUT}s"
+  fi
 }
 
 apply_manifests() {
+  local layout
   prepare_state_dir
   ensure_credentials
+  ! ingress_enabled || ensure_tls
   write_overlay
-  say "applying the manifests (Manifests/ with generated credentials, images tagged $IMAGE_TAG)"
+  layout=$(layout_dir)
+  say "applying the manifests (${layout#"$ROOT"/} with generated credentials$(ingress_enabled && echo ", the Ingress"), images tagged $IMAGE_TAG)"
   run kubectl apply -k "$STATE_DIR"
 }
 
-# Dependencies first, so the services' readiness reflects a working system.
+# pods_ready_since [TIME]: every pod that should run is ready, and (with TIME) each of its
+# containers was started at TIME or later. Pods that are finished (a backup Job's, or a pod a
+# node shutdown stopped for good) or being deleted are no longer meant to run and are skipped,
+# so a pod that disappears while this looks does not fail it. At least one pod must count.
+pods_ready_since() {
+  local since=${1:-} out name phase deleting containers entry ready started counted=0
+  out=$(kube get pods -o 'jsonpath={range .items[*]}{.metadata.name}|{.status.phase}|{.metadata.deletionTimestamp}|{range .status.containerStatuses[*]}{.ready},{.state.running.startedAt};{end}{"\n"}{end}') || return 1
+  while IFS='|' read -r name phase deleting containers; do
+    [[ -n $name ]] || continue
+    case $phase in Succeeded | Failed) continue ;; esac
+    [[ -z $deleting ]] || continue
+    [[ -n $containers ]] || return 1
+    IFS=';' read -ra entries <<<"$containers"
+    for entry in "${entries[@]}"; do
+      ready=${entry%%,*} started=${entry#*,}
+      [[ $ready == true && -n $started ]] || return 1
+      [[ -z $since || ! $started < $since ]] || return 1
+    done
+    counted=$((counted + 1))
+  done <<<"$out"
+  ((counted > 0))
+}
+
+# wait_until_ready [SINCE]: each workload rolled out, dependencies first (so the services'
+# readiness reflects a working system), then every pod that should run is ready (started from
+# SINCE on). Waits on what should exist, never on a list of pods taken earlier.
 wait_until_ready() {
-  local workload
+  local since=${1:-} workload what="every pod to be ready"
   say "waiting for every pod in namespace $NAMESPACE to be ready"
   for workload in statefulset/inventory-db statefulset/billing-db statefulset/rabbitmq \
     deployment/inventory-app statefulset/billing-app deployment/api-gateway; do
     kube rollout status "$workload" --timeout="${WAIT_TIMEOUT}s"
   done
-  kube wait --for=condition=Ready pod --all --timeout="${WAIT_TIMEOUT}s"
+  [[ -z $since ]] || what+=", its containers started after $since"
+  poll "$WAIT_TIMEOUT" "$what" pods_ready_since "$since"
 }
 
 print_access() {
   echo "  API:      curl http://$NODE_IP:$NODE_PORT/api/movies/"
+  if ingress_enabled; then
+    echo "  HTTPS:    curl --cacert $STATE_DIR/tls/tls.crt --resolve $INGRESS_HOST:443:$NODE_IP https://$INGRESS_HOST/api/movies/"
+  fi
   echo "  kubectl:  export KUBECONFIG=$KUBECONFIG"
 }
 
@@ -310,8 +455,11 @@ cmd_create() {
   # Images first: a broken build fails in seconds, not after the VMs are up.
   build_images "$IMAGE_TAG"
   prepare_state_dir
-  say "starting the VMs (master, agent) and installing K3s"
-  run vagrant up
+  # --provision: Vagrant marks a machine provisioned before its provisioners have run, so after
+  # a failed first create a plain `vagrant up` would boot a VM without K3s and never try again.
+  # The provisioning scripts are safe to run again on a VM that has everything.
+  say "starting the VMs (master, agent) and provisioning them (K3s)"
+  run vagrant up --provision
   require_kubeconfig
   wait_for_nodes
   deliver_images
@@ -323,20 +471,31 @@ cmd_create() {
 
 cmd_start() {
   require vagrant kubectl
+  # Statuses older than this are the ones the API server had when the VMs were halted.
+  local booted
+  booted=$(utc_now)
   say "booting the VMs"
   run vagrant up
   require_kubeconfig
-  wait_for_nodes
-  wait_until_ready
+  wait_for_nodes "$booted"
+  # Pods that the node shutdown stopped are Failed for good; their controllers start new ones.
+  # Clear them away (a failed backup's pod stays, for its logs).
+  kube delete pods --field-selector=status.phase=Failed \
+    --selector=app.kubernetes.io/part-of=microservices,app.kubernetes.io/component!=backup
+  wait_until_ready "$booted"
   print_access
   echo "cluster started"
 }
 
 cmd_stop() {
   require vagrant
-  # A clean shutdown of both VMs: pods stop with SIGTERM, volumes stay on the VMs' disks.
+  # Each VM shuts down cleanly: the kubelet's graceful node shutdown (graceful-shutdown.sh)
+  # stops every pod with SIGTERM and its grace period before the power goes, and Vagrant waits
+  # for that (graceful_halt_timeout). Volumes stay on the VMs' disks. The agent first, while
+  # the control plane still records its pods stopping.
   say "halting the VMs (data is kept; ./orchestrator.sh start boots them again)"
-  run vagrant halt
+  run vagrant halt agent
+  run vagrant halt master
   echo "cluster stopped"
 }
 
@@ -381,6 +540,7 @@ cmd_deploy() {
   fi
   apply_manifests
   wait_until_ready
+  print_access
   echo "deployed"
 }
 
@@ -413,6 +573,85 @@ cmd_logs() {
   require kubectl
   require_kubeconfig
   kube logs --selector "app=$service" --all-containers --prefix --tail=200 --max-log-requests=6 "$@"
+}
+
+# --- backups ---------------------------------------------------------------------------------
+
+readonly DUMP_NAME='^(movies|orders)-[0-9]{8}T[0-9]{6}Z\.dump$'
+
+# run_job NAME: wait until the Job has completed and show its log; its log and a failure
+# otherwise.
+wait_for_job() {
+  local job=$1
+  if ! kube wait --for=condition=complete "job/$job" --timeout="${WAIT_TIMEOUT}s"; then
+    kube logs "job/$job" --all-containers || true
+    die "job $job did not complete (kubectl -n $NAMESPACE describe job/$job)"
+  fi
+  kube logs "job/$job" --all-containers
+}
+
+cmd_backup() {
+  require kubectl
+  require_kubeconfig
+  local database job stamp
+  stamp=$(date -u +%Y%m%d%H%M%S)
+  for database in inventory-db billing-db; do
+    job=$database-backup-$stamp
+    say "backing up $database now (job $job, from cronjob/$database-backup)"
+    kube create job --from="cronjob/$database-backup" "$job"
+    wait_for_job "$job"
+  done
+  echo "backup done: the dumps are in the volumes inventory-db-backups and billing-db-backups"
+}
+
+# restore FILE: a dump (movies-<UTC>.dump or orders-<UTC>.dump, pg_dump's custom format, as
+# the backup CronJobs and the Compose backups write them) into its database. FILE on this
+# machine is streamed to pg_restore in the database's pod; otherwise FILE names a dump in the
+# backup volume, restored by a Job made from the backup CronJob. pg_restore --clean drops and
+# recreates what the dump holds, in one transaction.
+cmd_restore() {
+  local file=${1:-} name database dbname job
+  [[ -n $file ]] || die "usage: restore FILE (movies-YYYYMMDDTHHMMSSZ.dump or orders-...): a file here, or a dump in the backup volume"
+  name=$(basename "$file")
+  [[ $name =~ $DUMP_NAME ]] || die "restore: $name is not a dump name (movies-YYYYMMDDTHHMMSSZ.dump or orders-YYYYMMDDTHHMMSSZ.dump)"
+  dbname=${name%%-*}
+  case $dbname in
+    movies) database=inventory-db ;;
+    orders) database=billing-db ;;
+  esac
+  require kubectl
+  require_kubeconfig
+  if [[ -f $file ]]; then
+    say "restoring $dbname in $database-0 from $file (this machine)"
+    if dry_run; then
+      print_cmd kubectl --namespace "$NAMESPACE" exec -i "$database-0" -c postgres -- pg_restore --clean \
+        --if-exists --no-owner --single-transaction --exit-on-error --dbname "$dbname"
+      echo "  (stdin: $file)"
+    else
+      kubectl --namespace "$NAMESPACE" exec -i "$database-0" -c postgres -- pg_restore --clean \
+        --if-exists --no-owner --single-transaction --exit-on-error --dbname "$dbname" <"$file"
+    fi
+  else
+    job=$database-restore-$(date -u +%Y%m%d%H%M%S)
+    say "restoring $dbname from $name in the volume $database-backups (job $job)"
+    local create=(kubectl --namespace "$NAMESPACE" create job --from="cronjob/$database-backup" "$job"
+      --dry-run=client -o yaml)
+    local set_env=(kubectl set env --local -f - "RESTORE_FILE=$name" -o yaml)
+    local apply=(kubectl --namespace "$NAMESPACE" create -f -)
+    if dry_run; then
+      print_cmd "${create[@]}"
+      print_cmd "${set_env[@]}"
+      print_cmd "${apply[@]}"
+    else
+      "${create[@]}" | "${set_env[@]}" | "${apply[@]}"
+    fi
+    wait_for_job "$job"
+  fi
+  echo "restored $dbname from $name"
+  if [[ $dbname == orders ]]; then
+    echo "  orders still queued are stored by billing-app as usual; one the dump already holds is"
+    echo "  skipped (the order id is the primary key), so nothing is stored twice"
+  fi
 }
 
 # --- the acceptance scenario (SPEC) ------------------------------------------------------------
@@ -467,10 +706,11 @@ orders_stored() {
 }
 
 BILLING_STOPPED=0
+BILLING_REPLICAS=1
 restore_billing() {
   if ((BILLING_STOPPED == 1)); then
-    warn "scaling billing-app back to 1 replica"
-    kube scale statefulset billing-app --replicas=1 || true
+    warn "scaling billing-app back to $BILLING_REPLICAS replica(s)"
+    kube scale statefulset billing-app --replicas="$BILLING_REPLICAS" || true
   fi
 }
 
@@ -497,9 +737,14 @@ cmd_test() {
   poll "$ORDER_TIMEOUT" "order $first (user 20) to be stored" orders_stored "$first" 1
 
   say "4. stop billing-app"
+  # As many consumers as the layout runs (Manifests/overlays/ha: several), all stopped.
+  local replicas pods=() n
+  replicas=$(kube get statefulset billing-app -o 'jsonpath={.spec.replicas}') || true
+  [[ $replicas =~ ^[1-9][0-9]*$ ]] && BILLING_REPLICAS=$replicas
+  for ((n = 0; n < BILLING_REPLICAS; n++)); do pods+=("pod/billing-app-$n"); done
   BILLING_STOPPED=1
   kube scale statefulset billing-app --replicas=0
-  kube wait --for=delete pod/billing-app-0 --timeout=120s
+  kube wait --for=delete "${pods[@]}" --timeout=120s
 
   say "5. order while billing-app is stopped: queued"
   http POST /api/billing/ '{"user_id": "22", "number_of_items": "10", "total_amount": "50"}'
@@ -512,7 +757,7 @@ cmd_test() {
   psql_billing "SELECT id, user_id, number_of_items, total_amount FROM orders WHERE id IN ('$first', '$second')"
 
   say "7. start billing-app again: the queued order is stored, once"
-  kube scale statefulset billing-app --replicas=1
+  kube scale statefulset billing-app --replicas="$BILLING_REPLICAS"
   BILLING_STOPPED=0
   kube rollout status statefulset/billing-app --timeout=120s
   poll "$ORDER_TIMEOUT" "order $second (user 22) to be stored" orders_stored "$second" 1
@@ -542,6 +787,8 @@ main() {
     build) cmd_build "$@" ;;
     logs) cmd_logs "$@" ;;
     test) cmd_test "$@" ;;
+    backup) cmd_backup "$@" ;;
+    restore) cmd_restore "$@" ;;
     help | -h | --help) usage ;;
     *)
       usage >&2

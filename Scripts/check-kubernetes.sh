@@ -2,13 +2,15 @@
 # The Kubernetes deliverables (Manifests/, Vagrantfile, orchestrator.sh), checked without a
 # cluster, a VM or a registry:
 #
-#   1. render      kubectl kustomize Manifests/
-#   2. validate    the render against the Kubernetes API schemas, strictly (unknown fields
+#   1. render      kubectl kustomize, for each layout: Manifests/ (the default),
+#                  Manifests/overlays/ha (RabbitMQ cluster) and Manifests/overlays/https (the
+#                  Ingress component)
+#   2. validate    each render against the Kubernetes API schemas, strictly (unknown fields
 #                  fail), for the oldest and the newest supported version
-#   3. policy      checkov on the render; every skipped check carries its reason
+#   3. policy      checkov on each render; every skipped check carries its reason
 #   4. shellcheck  orchestrator.sh and the scripts here
 #   5. Vagrantfile Ruby syntax
-#   6. contract    manifests x docker-compose.yml x the services' own configuration
+#   6. contract    each render x docker-compose.yml x the services' own configuration
 #   7. unit tests  the contract's own tests, orchestrator.sh dry runs, the Vagrantfile
 #
 # Installs what it needs (Debian's kubectl and ruby when missing and root; Python tools in a
@@ -61,8 +63,9 @@ apt_install() {
 
 ensure_tools() {
   step "tools"
-  # Debian names its kubectl package kubernetes-client; the manifests stay within what its
-  # kustomize renders identically.
+  # Debian names its kubectl package kubernetes-client. Its kustomize (kubectl 1.20) renders
+  # Manifests/ but not the overlays' components and replicas fields, which need kubectl 1.21+
+  # (any kubectl of a supported Kubernetes has them).
   command -v kubectl >/dev/null || apt_install kubectl kubernetes-client
   command -v ruby >/dev/null || apt_install ruby ruby
   command -v python3 >/dev/null || apt_install python3 python3-venv
@@ -92,16 +95,22 @@ ensure_tools() {
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-RENDERED=$WORK/rendered.yaml
+# Every layout a user can apply, each checked in full.
+readonly LAYOUTS="Manifests Manifests/overlays/ha Manifests/overlays/https"
+
+rendered() { echo "$WORK/$(tr / _ <<<"$1").yaml"; }
 
 render() {
-  kubectl kustomize Manifests/ >"$RENDERED" || return 1
-  echo "$(grep -c '^kind:' "$RENDERED") objects:" \
-    "$(grep '^kind:' "$RENDERED" | sort | uniq -c | awk '{ printf "%s%s %s", sep, $1, $3; sep = ", " }')"
+  local layout=$1 out
+  out=$(rendered "$layout")
+  kubectl kustomize "$layout/" >"$out" || return 1
+  echo "$(grep -c '^kind:' "$out") objects:" \
+    "$(grep '^kind:' "$out" | sort | uniq -c | awk '{ printf "%s%s %s", sep, $1, $3; sep = ", " }')"
 }
 
 validate() {
-  local version=$1 out
+  local layout=$1 version=$2 out RENDERED
+  RENDERED=$(rendered "$layout")
   [[ -s $RENDERED ]] || return 1
   # --strict: a field the API does not have is an error, not silently dropped by the server.
   if out=$("$VENV/bin/kubernetes-validate" --strict --kubernetes-version "$version" "$RENDERED" 2>&1); then
@@ -113,10 +122,12 @@ validate() {
 }
 
 policy() {
+  local RENDERED
+  RENDERED=$(rendered "$1")
   [[ -s $RENDERED ]] || return 1
   # Every skip is an annotation next to the workload it concerns, with its reason after "=".
   local unjustified
-  unjustified=$(grep -hn 'checkov.io/skip' Manifests/*.yaml | grep -Ev 'checkov.io/skip[0-9]+: CKV2?_K8S_[0-9]+=.{20,}' || true)
+  unjustified=$(grep -rhn --include='*.yaml' 'checkov.io/skip' Manifests | grep -Ev 'checkov.io/skip[0-9]+: CKV2?_K8S_[0-9]+=.{20,}' || true)
   if [[ -n $unjustified ]]; then
     echo "checkov skips without a reason:"
     echo "$unjustified"
@@ -126,7 +137,7 @@ policy() {
   "$VENV/bin/checkov" --file "$RENDERED" --framework kubernetes --skip-download --compact --quiet \
     --output cli 2>&1 | sed '/^$/d'
   local status=${PIPESTATUS[0]}
-  echo "skipped, with reasons: $(grep -ho 'checkov.io/skip[0-9]*: CKV[A-Z0-9_]*' Manifests/*.yaml |
+  echo "skipped, with reasons: $(grep -o 'checkov.io/skip[0-9]*: CKV[A-Z0-9_]*' "$RENDERED" |
     awk '{print $2}' | sort | uniq -c | awk '{ printf "%s%s x%s", sep, $2, $1; sep = ", " }')"
   return "$status"
 }
@@ -139,24 +150,30 @@ lint_shell() {
 vagrantfile_syntax() { ruby -c Vagrantfile; }
 
 contract() {
+  local RENDERED
+  RENDERED=$(rendered "$1")
   [[ -s $RENDERED ]] || return 1
   "$VENV/bin/python" Scripts/k8s/contract.py "$RENDERED"
 }
 
 unit_tests() {
-  K8S_RENDERED=$RENDERED "$VENV/bin/python" -m unittest discover --start-directory Scripts/k8s \
+  K8S_RENDERED=$(rendered Manifests) K8S_RENDERED_HA=$(rendered Manifests/overlays/ha) \
+    K8S_RENDERED_HTTPS=$(rendered Manifests/overlays/https) \
+    "$VENV/bin/python" -m unittest discover --start-directory Scripts/k8s \
     --pattern 'test_*.py' 2>&1 | tail -n 4
   return "${PIPESTATUS[0]}"
 }
 
 ensure_tools
-check "render: kubectl kustomize Manifests/" render
-check "validate: kubernetes-validate --strict, Kubernetes $OLDEST_K8S (oldest supported)" validate "$OLDEST_K8S"
-check "validate: kubernetes-validate --strict, Kubernetes $NEWEST_K8S (newest supported)" validate "$NEWEST_K8S"
-check "policy: checkov (Kubernetes checks)" policy
+for layout in $LAYOUTS; do
+  check "render: kubectl kustomize $layout/" render "$layout"
+  check "validate $layout: kubernetes-validate --strict, Kubernetes $OLDEST_K8S (oldest supported)" validate "$layout" "$OLDEST_K8S"
+  check "validate $layout: kubernetes-validate --strict, Kubernetes $NEWEST_K8S (newest supported)" validate "$layout" "$NEWEST_K8S"
+  check "policy $layout: checkov (Kubernetes checks)" policy "$layout"
+  check "contract $layout: manifests, docker-compose.yml and the services agree" contract "$layout"
+done
 check "shellcheck" lint_shell
 check "Vagrantfile: ruby -c" vagrantfile_syntax
-check "contract: manifests, docker-compose.yml and the services agree" contract
 check "unit tests: contract checks, orchestrator.sh dry runs, Vagrantfile" unit_tests
 
 step "summary"

@@ -44,10 +44,22 @@ WORKLOAD_KINDS = {
     "billing-db": "StatefulSet",
     "rabbitmq": "StatefulSet",
 }
+WORKLOADS = ("Deployment", "StatefulSet", "CronJob")
+# A CronJob per database: pg_dump into its own volume (Manifests/base/backups.yaml).
+BACKUPS = {"inventory-db-backup": "inventory-db", "billing-db-backup": "billing-db"}
+BACKUP_VOLUME_PATH = "/backups"
+# HTTPS through an Ingress (Manifests/components/ingress): its documented host and TLS Secret.
+INGRESS_HOST = "microservices.local"
+INGRESS_TLS_SECRET = "api-gateway-tls"
+# Where ingress controllers run: K3s's Traefik in kube-system, ingress-nginx in its own.
+INGRESS_CONTROLLER_NAMESPACES = ({"kubernetes.io/metadata.name": "kube-system"},
+                                 {"kubernetes.io/metadata.name": "ingress-nginx"})
 UPSTREAM_IMAGES = {
     "inventory-db": "postgres:15-alpine",
     "billing-db": "postgres:15-alpine",
     "rabbitmq": "rabbitmq:4.3-management-alpine",
+    "inventory-db-backup": "postgres:15-alpine",
+    "billing-db-backup": "postgres:15-alpine",
 }
 # The ports the upstream servers listen on (the services' own ports come from their config).
 SERVER_PORTS = {"inventory-db": 5432, "billing-db": 5432, "rabbitmq": 5672}
@@ -56,8 +68,13 @@ POD_LABELS = ("app", "app.kubernetes.io/name", "app.kubernetes.io/part-of")
 # reads must be set explicitly by Compose and by Kubernetes.
 OPTIONAL_VARIABLE = re.compile(
     r"^(.*_POOL_SIZE|.*_ACQUIRE_TIMEOUT_SECONDS|SHUTDOWN_TIMEOUT_SECONDS|UPSTREAM_TIMEOUT_SECONDS"
-    r"|PUBLISH_CONFIRM_TIMEOUT_SECONDS|BILLING_PREFETCH|RUST_LOG|LOG_FORMAT|LOG_DIR)$"
+    r"|PUBLISH_CONFIRM_TIMEOUT_SECONDS|PUBLISH_MAX_UNCONFIRMED|HTTP_HEADER_TIMEOUT_SECONDS"
+    r"|HTTP_REQUEST_TIMEOUT_SECONDS|HTTP_MAX_CONNECTIONS|HTTP_MAX_REQUESTS_IN_FLIGHT"
+    r"|BILLING_PREFETCH|RUST_LOG|LOG_FORMAT|LOG_DIR)$"
 )
+# One broker node (RABBITMQ_HOST) or a cluster's nodes (RABBITMQ_HOSTS): a service needs one of
+# the two, and reads RABBITMQ_HOSTS when both are set.
+ALTERNATIVES = {"RABBITMQ_HOST": "RABBITMQ_HOSTS", "RABBITMQ_HOSTS": "RABBITMQ_HOST"}
 # Which database a service's variables name, e.g. INVENTORY_DB_* → inventory-db.
 DB_PREFIXES = {"INVENTORY_DB": "inventory-db", "BILLING_DB": "billing-db"}
 # What a probe-less, root-capable or unbounded container would look like is checked by
@@ -69,7 +86,12 @@ ALLOWED_FLOWS = {
     ("inventory-app", "inventory-db", "postgres"),
     ("billing-app", "billing-db", "postgres"),
     ("billing-app", "rabbitmq", "amqp"),
+    ("inventory-db-backup", "inventory-db", "postgres"),
+    ("billing-db-backup", "billing-db", "postgres"),
 }
+# The nodes of a RabbitMQ cluster reach each other on these ports, and no one else does.
+RABBITMQ_CLUSTER_PORTS = ("epmd", "cluster-rpc")
+RABBITMQ_DATA = "/var/lib/rabbitmq"
 # RabbitMQ's configuration files, where the official image reads them.
 RABBITMQ_CONF_D = "/etc/rabbitmq/conf.d/"
 RABBITMQ_ADVANCED_CONFIG = "/etc/rabbitmq/advanced.config"
@@ -109,7 +131,16 @@ class ServiceConfig:
         return self.name.upper().replace("-", "_") + "_PORT"
 
     def required(self) -> set[str]:
-        return {v for v in self.defaults if not OPTIONAL_VARIABLE.match(v)}
+        return {v for v in self.defaults if not OPTIONAL_VARIABLE.match(v) and v not in ALTERNATIVES}
+
+    def missing(self, env: dict[str, str]) -> set[str]:
+        """Required variables `env` leaves unset (or empty); of two alternatives, either will do."""
+        given = {k for k, v in env.items() if v != ""}
+        missing = self.required() - given
+        for name, other in ALTERNATIVES.items():
+            if name in self.defaults and name < other and not {name, other} & given:
+                missing.add(f"{name} (or {other})")
+        return missing
 
     def validate(self, env: dict[str, str]) -> str | None:
         """None when the service accepts `env`, else its complaint."""
@@ -279,12 +310,23 @@ class Pod:
         return self.workload["metadata"]["name"]
 
     @property
+    def template(self) -> dict:
+        spec = self.workload["spec"]
+        if self.kind == "CronJob":
+            spec = spec["jobTemplate"]["spec"]
+        return spec["template"]
+
+    @property
     def spec(self) -> dict:
-        return self.workload["spec"]["template"]["spec"]
+        return self.template["spec"]
 
     @property
     def labels(self) -> dict:
-        return self.workload["spec"]["template"]["metadata"].get("labels", {})
+        return self.template["metadata"].get("labels", {})
+
+    @property
+    def is_job(self) -> bool:
+        return self.kind == "CronJob"
 
     @property
     def containers(self) -> list[dict]:
@@ -315,7 +357,7 @@ class Cluster:
         return [doc for doc in self.docs if doc["kind"] == kind]
 
     def pods(self) -> list[Pod]:
-        return [Pod(doc) for doc in self.docs if doc["kind"] in ("Deployment", "StatefulSet")]
+        return [Pod(doc) for doc in self.docs if doc["kind"] in WORKLOADS]
 
     def pod(self, name: str) -> Pod | None:
         return next((p for p in self.pods() if p.name == name), None)
@@ -446,7 +488,7 @@ def check_images(i: Inputs) -> list[str]:
     problems = []
     expected = {app: f"{app}:{i.version}" for app in APPS} | UPSTREAM_IMAGES
     for pod in i.cluster.pods():
-        for container in pod.containers:
+        for container in pod.containers + pod.spec.get("initContainers", []):
             image = container.get("image", "")
             if pod.name in expected and image != expected[pod.name]:
                 problems.append(f"{pod.name}: image {image!r}, expected {expected[pod.name]!r}")
@@ -475,6 +517,10 @@ def check_references(i: Inputs) -> list[str]:
                     name = volume[key].get("name") or volume[key].get("secretName")
                     if i.cluster.get(kind, name) is None:
                         problems.append(f"{pod.name}: volume {volume['name']}: {kind} {name} does not exist")
+        for volume in pod.spec.get("volumes", []):
+            claim = volume.get("persistentVolumeClaim", {}).get("claimName")
+            if claim and i.cluster.get("PersistentVolumeClaim", claim) is None:
+                problems.append(f"{pod.name}: volume {volume['name']}: PersistentVolumeClaim {claim} does not exist")
         claims = {t["metadata"]["name"] for t in pod.workload["spec"].get("volumeClaimTemplates", [])}
         volumes = {v["name"] for v in pod.spec.get("volumes", [])} | claims
         for container in pod.containers:
@@ -486,7 +532,7 @@ def check_references(i: Inputs) -> list[str]:
 
 def _service_env_problems(where: str, config: ServiceConfig, env: dict[str, str]) -> list[str]:
     problems = []
-    for name in sorted(config.required() - {k for k, v in env.items() if v != ""}):
+    for name in sorted(config.missing(env)):
         problems.append(f"{where}: {name} is required by {config.name} but not set")
     for name in sorted(set(env) - set(config.defaults)):
         problems.append(f"{where}: {name} is set but {config.name} does not read it")
@@ -558,6 +604,261 @@ def check_ports_and_dns_k8s(i: Inputs) -> list[str]:
     return problems
 
 
+def rabbitmq_nodes(value: str, default_port: int) -> list[tuple[str, int]] | None:
+    """RABBITMQ_HOSTS as the services read it: comma-separated host or host:port."""
+    nodes = []
+    for entry in value.split(","):
+        host, sep, port = entry.strip().rpartition(":")
+        if not sep:
+            host, port = entry.strip(), str(default_port)
+        if not host or not port.isdigit():
+            return None
+        nodes.append((host, int(port)))
+    return nodes
+
+
+def pod_dns_name(c: Cluster, host: str) -> tuple[dict, Pod, int] | None:
+    """`<statefulset>-<ordinal>.<governing service>` -> (that Service, the pod template, the
+    ordinal), when the StatefulSet has a pod of that ordinal."""
+    match = re.fullmatch(r"(?P<sts>[a-z0-9-]+)-(?P<ordinal>[0-9]+)\.(?P<svc>[a-z0-9-]+)", host)
+    if not match:
+        return None
+    sts = c.get("StatefulSet", match.group("sts"))
+    service = c.get("Service", match.group("svc"))
+    ordinal = int(match.group("ordinal"))
+    if sts is None or service is None or sts["spec"].get("serviceName") != match.group("svc") or \
+            ordinal >= sts["spec"].get("replicas", 1):
+        return None
+    return service, Pod(sts), ordinal
+
+
+def check_broker_nodes_k8s(i: Inputs) -> list[str]:
+    """RABBITMQ_HOSTS names pods that exist, by their stable DNS names under the StatefulSet's
+    headless Service, on a port of that Service leading to the AMQP port."""
+    problems, c = [], i.cluster
+    for app in ("api-gateway", "billing-app"):
+        pod = c.pod(app)
+        if pod is None:
+            continue
+        env, _ = c.resolve(pod.containers[0])
+        if "RABBITMQ_HOSTS" not in env:
+            continue
+        if "RABBITMQ_HOST" in env:
+            problems.append(f"{app}: RABBITMQ_HOST is set beside RABBITMQ_HOSTS, which the service reads instead")
+        port = int(env.get("RABBITMQ_PORT") or i.configs[app].defaults.get("RABBITMQ_PORT") or 5672)
+        nodes = rabbitmq_nodes(env["RABBITMQ_HOSTS"], port)
+        if not nodes:
+            problems.append(f"{app}: RABBITMQ_HOSTS={env['RABBITMQ_HOSTS']!r} is not a list of host[:port]")
+            continue
+        for host, node_port in nodes:
+            found = pod_dns_name(c, host)
+            if found is None:
+                problems.append(f"{app}: RABBITMQ_HOSTS names {host!r}, which is no pod's DNS name "
+                                "(<statefulset>-<ordinal>.<its headless Service>)")
+                continue
+            service, server, _ = found
+            entry = next((p for p in service["spec"].get("ports", []) if p["port"] == node_port), None)
+            if entry is None or server.port(entry.get("targetPort", node_port)) != SERVER_PORTS["rabbitmq"]:
+                problems.append(f"{app}: RABBITMQ_HOSTS {host}:{node_port} does not lead to the AMQP port")
+        rabbit = c.pod("rabbitmq")
+        if rabbit is not None:
+            replicas = rabbit.workload["spec"].get("replicas", 1)
+            wanted = {f"rabbitmq-{n}.{rabbit.workload['spec'].get('serviceName')}" for n in range(replicas)}
+            if {h for h, _ in nodes} != wanted:
+                problems.append(f"{app}: RABBITMQ_HOSTS should list every node, {sorted(wanted)}; "
+                                f"it lists {sorted(h for h, _ in nodes)}")
+    return problems
+
+
+def _raw_env(container: dict, name: str) -> dict | None:
+    return next((v for v in container.get("env", []) if v["name"] == name), None)
+
+
+def check_rabbitmq_cluster(i: Inputs) -> list[str]:
+    """With more than one RabbitMQ replica: one cluster by peer discovery (plugin enabled and
+    configured, stable long node names, a shared Erlang cookie from a Secret), nodes that find
+    each other while booting, a disruption budget that keeps a majority, spread over the nodes,
+    every client given every node, and no Kubernetes API access granted or mounted."""
+    c, problems = i.cluster, []
+    pod = c.pod("rabbitmq")
+    if pod is None:
+        return problems
+    spec = pod.workload["spec"]
+    replicas = spec.get("replicas", 1)
+    if replicas == 1:
+        for app in ("api-gateway", "billing-app"):
+            client = c.pod(app)
+            if client and "RABBITMQ_HOSTS" in c.resolve(client.containers[0])[0]:
+                pass  # a one-node list is fine; check_broker_nodes_k8s holds it to the pods
+        return problems
+    if replicas % 2 == 0:
+        problems.append(f"rabbitmq: {replicas} replicas; an even number tolerates no more failures than one fewer")
+    quorum = replicas // 2 + 1
+    if spec.get("podManagementPolicy") != "Parallel":
+        problems.append("rabbitmq: podManagementPolicy must be Parallel: after a whole-cluster stop "
+                        "each node waits for its peers before it becomes ready")
+    service = c.get("Service", spec.get("serviceName", ""))
+    if service is not None:
+        if service["spec"].get("publishNotReadyAddresses") is not True:
+            problems.append(f"Service {service['metadata']['name']}: publishNotReadyAddresses must be true, "
+                            "or booting nodes cannot resolve each other")
+        names = {p.get("name") for p in service["spec"].get("ports", [])}
+        for port in RABBITMQ_CLUSTER_PORTS:
+            if port not in names:
+                problems.append(f"Service {service['metadata']['name']}: no port {port}")
+    container = pod.containers[0]
+    env, _ = c.resolve(container)
+    svc = spec.get("serviceName")
+    if env.get("RABBITMQ_USE_LONGNAME") != "true" or \
+            env.get("RABBITMQ_NODENAME") != f"rabbit@$(MY_POD_NAME).{svc}.$(MY_POD_NAMESPACE)":
+        problems.append(f"rabbitmq: node names must be the pods' DNS names: RABBITMQ_USE_LONGNAME=true, "
+                        f"RABBITMQ_NODENAME=rabbit@$(MY_POD_NAME).{svc}.$(MY_POD_NAMESPACE)")
+    for name, field_path in (("MY_POD_NAME", "metadata.name"), ("MY_POD_NAMESPACE", "metadata.namespace")):
+        var = _raw_env(container, name)
+        if not var or var.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != field_path:
+            problems.append(f"rabbitmq: {name} must come from the pod's {field_path}")
+    # Configuration files and the enabled plugins file, from ConfigMaps.
+    volumes = {v["name"]: v for v in pod.spec.get("volumes", [])}
+
+    def mounted(path: str) -> str | None:
+        for mount in container.get("volumeMounts", []):
+            if mount["mountPath"] == path:
+                config_map = volumes.get(mount["name"], {}).get("configMap")
+                data = c._data("ConfigMap", config_map["name"]) if config_map else None
+                return (data or {}).get(mount.get("subPath", ""))
+        return None
+
+    conf: dict[str, str] = {}
+    for mount in container.get("volumeMounts", []):
+        if mount["mountPath"].startswith(RABBITMQ_CONF_D):
+            conf.update(parse_rabbitmq_conf(mounted(mount["mountPath"]) or ""))
+    if conf.get("cluster_formation.peer_discovery_backend") not in ("rabbit_peer_discovery_k8s", "k8s", "kubernetes"):
+        problems.append("rabbitmq: cluster_formation.peer_discovery_backend must be rabbit_peer_discovery_k8s")
+    if "rabbitmq_peer_discovery_k8s" not in (mounted("/etc/rabbitmq/enabled_plugins") or ""):
+        problems.append("rabbitmq: /etc/rabbitmq/enabled_plugins must enable rabbitmq_peer_discovery_k8s "
+                        "(and keep rabbitmq_management and rabbitmq_prometheus)")
+    else:
+        plugins = mounted("/etc/rabbitmq/enabled_plugins") or ""
+        for plugin in ("rabbitmq_management", "rabbitmq_prometheus"):
+            if plugin not in plugins:
+                problems.append(f"rabbitmq: /etc/rabbitmq/enabled_plugins drops the image's {plugin}")
+    if conf.get("quorum_queue.continuous_membership_reconciliation.enabled") != "true" or \
+            conf.get("quorum_queue.continuous_membership_reconciliation.target_group_size") != str(min(replicas, 3)):
+        problems.append("rabbitmq: quorum queues declared before every node joined keep fewer members: "
+                        "enable quorum_queue.continuous_membership_reconciliation with target_group_size "
+                        f"{min(replicas, 3)}")
+    # The shared Erlang cookie: copied from a Secret onto the volume by an init container.
+    cookie_ok = False
+    for init in pod.spec.get("initContainers", []):
+        mounts = {m["name"]: m["mountPath"] for m in init.get("volumeMounts", [])}
+        secrets = [volumes[n]["secret"] for n in mounts if "secret" in volumes.get(n, {})]
+        command = " ".join(init.get("command", []) + init.get("args", []))
+        if secrets and mounts.get("data") == RABBITMQ_DATA and f"{RABBITMQ_DATA}/.erlang.cookie" in command:
+            for secret in secrets:
+                data = c._data("Secret", secret["secretName"])
+                keys = [item["key"] for item in secret.get("items", [])] or list(data or {})
+                if data is None or not keys or any(k not in data for k in keys):
+                    problems.append(f"rabbitmq: the cookie Secret {secret['secretName']} or its key is missing")
+                else:
+                    cookie_ok = True
+    if not cookie_ok:
+        problems.append(f"rabbitmq: every node needs the same Erlang cookie: an init container copying it "
+                        f"from a Secret to {RABBITMQ_DATA}/.erlang.cookie")
+    # A disruption budget that keeps a majority.
+    budgets = [b for b in c.of_kind("PodDisruptionBudget") if pod in c.selected(b["spec"].get("selector"))]
+    if not budgets:
+        problems.append("rabbitmq: no PodDisruptionBudget: a drain could stop a majority of the nodes")
+    for budget in budgets:
+        max_unavailable, min_available = budget["spec"].get("maxUnavailable"), budget["spec"].get("minAvailable")
+        if not ((isinstance(max_unavailable, int) and max_unavailable <= replicas - quorum) or
+                (isinstance(min_available, int) and min_available >= quorum)):
+            problems.append(f"PodDisruptionBudget {budget['metadata']['name']}: must keep {quorum} of "
+                            f"{replicas} nodes (maxUnavailable {replicas - quorum} or minAvailable {quorum})")
+    # Spread over the cluster's nodes, without refusing to run on fewer.
+    anti = pod.spec.get("affinity", {}).get("podAntiAffinity", {})
+    preferred = [t.get("podAffinityTerm", {}) for t in anti.get("preferredDuringSchedulingIgnoredDuringExecution", [])]
+    if anti.get("requiredDuringSchedulingIgnoredDuringExecution"):
+        problems.append("rabbitmq: required anti-affinity leaves nodes unscheduled on a cluster of fewer nodes")
+    if not any(t.get("topologyKey") == "kubernetes.io/hostname" and
+               t.get("labelSelector", {}).get("matchLabels", {}).get("app") == "rabbitmq" for t in preferred):
+        problems.append("rabbitmq: no preferred pod anti-affinity on kubernetes.io/hostname")
+    # RabbitMQ 4.1+'s peer discovery queries no Kubernetes API: nothing to grant, no token.
+    for binding in c.of_kind("RoleBinding") + c.of_kind("ClusterRoleBinding"):
+        problems.append(f"{binding['kind']} {binding['metadata']['name']}: nothing in the system needs the "
+                        "Kubernetes API (RabbitMQ's peer discovery does not query it)")
+    if pod.spec.get("automountServiceAccountToken") is not False:
+        problems.append("rabbitmq: automountServiceAccountToken must stay false")
+    return problems
+
+
+def check_ingress(i: Inputs) -> list[str]:
+    """An Ingress (components/ingress) routes its documented host, over TLS, to a Service port
+    that leads to the gateway's listening port; its TLS Secret is the documented one."""
+    c, problems = i.cluster, []
+    for ingress in c.of_kind("Ingress"):
+        name, spec = ingress["metadata"]["name"], ingress["spec"]
+        hosts = [rule.get("host") for rule in spec.get("rules", [])]
+        if hosts != [INGRESS_HOST]:
+            problems.append(f"Ingress {name}: routes hosts {hosts}, expected [{INGRESS_HOST!r}]")
+        tls = spec.get("tls", [])
+        if not any(INGRESS_HOST in t.get("hosts", []) and t.get("secretName") == INGRESS_TLS_SECRET for t in tls):
+            problems.append(f"Ingress {name}: no TLS for {INGRESS_HOST} with Secret {INGRESS_TLS_SECRET}")
+        secret = c.get("Secret", INGRESS_TLS_SECRET)
+        if secret is not None and (secret.get("type") != "kubernetes.io/tls" or
+                                   {"tls.crt", "tls.key"} - set(c._data("Secret", INGRESS_TLS_SECRET) or {})):
+            problems.append(f"Secret {INGRESS_TLS_SECRET}: must be of type kubernetes.io/tls with tls.crt and tls.key")
+        for rule in spec.get("rules", []):
+            for path in rule.get("http", {}).get("paths", []):
+                backend = path.get("backend", {}).get("service", {})
+                service = c.get("Service", backend.get("name", ""))
+                if service is None:
+                    problems.append(f"Ingress {name}: backend Service {backend.get('name')!r} does not exist")
+                    continue
+                wanted = backend.get("port", {})
+                entry = next((p for p in service["spec"].get("ports", [])
+                              if p.get("name") == wanted.get("name") or p["port"] == wanted.get("number")), None)
+                if entry is None:
+                    problems.append(f"Ingress {name}: Service {service['metadata']['name']} has no port {wanted}")
+                    continue
+                pods = c.selected(service["spec"].get("selector"))
+                target = entry.get("targetPort", entry["port"])
+                if not any(p.name == "api-gateway" and p.port(target) == p.port("http") for p in pods):
+                    problems.append(f"Ingress {name}: Service {service['metadata']['name']} port {wanted} does "
+                                    "not lead to the gateway's HTTP port")
+                if path.get("path") != "/" or path.get("pathType") != "Prefix":
+                    problems.append(f"Ingress {name}: expected path / (Prefix), every API path is the gateway's")
+    return problems
+
+
+def check_backups(i: Inputs) -> list[str]:
+    """A CronJob per database dumps it (pg_dump custom format) from its Service into a volume of
+    its own, one run at a time, keeping a bounded number of dumps."""
+    c, problems = i.cluster, []
+    for backup, database in BACKUPS.items():
+        pod = c.pod(backup)
+        if pod is None or pod.kind != "CronJob":
+            problems.append(f"no CronJob {backup}")
+            continue
+        spec = pod.workload["spec"]
+        if not spec.get("schedule") or spec.get("concurrencyPolicy") != "Forbid":
+            problems.append(f"CronJob {backup}: needs a schedule and concurrencyPolicy Forbid")
+        container = pod.containers[0]
+        env, _ = c.resolve(container)
+        if env.get("PGHOST") != database or env.get("PGDATABASE") != DATABASES[database]:
+            problems.append(f"CronJob {backup}: PGHOST and PGDATABASE must be {database} and {DATABASES[database]}")
+        script = " ".join(container.get("command", []) + container.get("args", []))
+        if "--format=custom" not in script and "-Fc" not in script:
+            problems.append(f"CronJob {backup}: dumps must be pg_dump's custom format (-Fc), as Compose's")
+        if not env.get("BACKUP_KEEP", "").isdigit() or int(env["BACKUP_KEEP"]) < 1:
+            problems.append(f"CronJob {backup}: BACKUP_KEEP must bound the number of dumps kept")
+        volumes = {v["name"]: v for v in pod.spec.get("volumes", [])}
+        mount = next((m for m in container.get("volumeMounts", []) if m["mountPath"] == BACKUP_VOLUME_PATH), None)
+        claim = volumes.get(mount["name"], {}).get("persistentVolumeClaim") if mount else None
+        if not claim:
+            problems.append(f"CronJob {backup}: {BACKUP_VOLUME_PATH} must be a PersistentVolumeClaim")
+    return problems
+
+
 def _compose_listen_port(name: str, service: dict, configs: dict[str, ServiceConfig], base: Path) -> int | None:
     if name in configs:
         config = configs[name]
@@ -601,6 +902,8 @@ def check_probes(i: Inputs) -> list[str]:
     liveness never depends on other services."""
     problems = []
     for pod in i.cluster.pods():
+        if pod.is_job:
+            continue  # a Job's pod runs to completion: nothing to probe
         for container in pod.containers:
             where = f"{pod.name}/{container['name']}"
             for kind in ("readinessProbe", "livenessProbe"):
@@ -774,8 +1077,9 @@ def check_network_flows(i: Inputs) -> list[str]:
     problems, c = [], i.cluster
     here = {"kubernetes.io/metadata.name": NAMESPACE}
     pods = {p.name: p for p in c.pods()}
-    for source in COMPONENTS:
-        for destination in COMPONENTS:
+    parties = COMPONENTS + tuple(b for b in BACKUPS if b in pods)
+    for source in parties:
+        for destination in parties:
             if source == destination or source not in pods or destination not in pods:
                 continue
             for container in pods[destination].containers:
@@ -800,6 +1104,24 @@ def check_network_flows(i: Inputs) -> list[str]:
     outside = {"kubernetes.io/metadata.name": "some-other-namespace"}
     if "api-gateway" in pods and not flow_allowed(c, None, outside, pods["api-gateway"], "http"):
         problems.append("clients from outside cannot reach api-gateway:http")
+    if "api-gateway" in pods and c.of_kind("Ingress"):
+        for controller in INGRESS_CONTROLLER_NAMESPACES:
+            if not flow_allowed(c, None, controller, pods["api-gateway"], "http"):
+                problems.append(f"the ingress controller (namespace {controller['kubernetes.io/metadata.name']}) "
+                                "cannot reach api-gateway:http")
+    # A RabbitMQ cluster's nodes talk to each other; a single node talks to no one.
+    rabbit = pods.get("rabbitmq")
+    if rabbit is not None:
+        clustered = rabbit.workload["spec"].get("replicas", 1) > 1
+        for port in RABBITMQ_CLUSTER_PORTS:
+            if rabbit.port(port) is None:
+                if clustered:
+                    problems.append(f"rabbitmq: a cluster's nodes need the container port {port}")
+                continue
+            if flow_allowed(c, rabbit, here, rabbit, port) != clustered:
+                problems.append(f"rabbitmq -> rabbitmq:{port} is "
+                                f"{'blocked' if clustered else 'allowed'}, should be "
+                                f"{'allowed' if clustered else 'blocked'}")
     return problems
 
 
@@ -844,6 +1166,9 @@ def check_credentials(i: Inputs) -> list[str]:
         same(app, f"{prefix}_USER", database, "POSTGRES_USER")
         same(app, f"{prefix}_PASSWORD", database, "POSTGRES_PASSWORD")
         same(app, f"{prefix}_NAME", database, "POSTGRES_DB")
+    for backup, database in BACKUPS.items():
+        same(backup, "PGUSER", database, "POSTGRES_USER")
+        same(backup, "PGPASSWORD", database, "POSTGRES_PASSWORD")
     for app in ("api-gateway", "billing-app"):
         same(app, "RABBITMQ_USER", "rabbitmq", "RABBITMQ_DEFAULT_USER")
         same(app, "RABBITMQ_PASSWORD", "rabbitmq", "RABBITMQ_DEFAULT_PASS")
@@ -883,6 +1208,13 @@ def check_databases(i: Inputs) -> list[str]:
         if env_source(container, "PGUSER") != env_source(container, "POSTGRES_USER"):
             problems.append(f"{database}: PGUSER must come from where POSTGRES_USER does")
         problems += _persistent(pod, env.get("PGDATA", "/var/lib/postgresql/data"))
+        # The root filesystem is read-only: psql keeps its history only where it may write, and
+        # across restarts only on the volume.
+        history = env.get("PSQL_HISTORY", "")
+        if not history.startswith("/") or _persistent(pod, history) or \
+                history.startswith(env.get("PGDATA", "/var/lib/postgresql/data").rstrip("/") + "/"):
+            problems.append(f"{database}: PSQL_HISTORY must be a file on the data volume, outside "
+                            f"PGDATA ({history!r})")
         compose_env = compose_environment((i.compose.get("services") or {}).get(database, {}), i.repo)
         if compose_env.get("POSTGRES_DB") != db_name:
             problems.append(f"compose {database}: POSTGRES_DB must be {db_name!r}")
@@ -911,7 +1243,7 @@ def check_pod_hardening(i: Inputs) -> list[str]:
         if pod_sc.get("runAsNonRoot") is not True or \
                 pod_sc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
             problems.append(f"{pod.name}: pod securityContext needs runAsNonRoot and RuntimeDefault seccomp")
-        for container in pod.containers:
+        for container in pod.containers + pod.spec.get("initContainers", []):
             where = f"{pod.name}/{container['name']}"
             sc = container.get("securityContext", {})
             if sc.get("allowPrivilegeEscalation") is not False or sc.get("readOnlyRootFilesystem") is not True \
@@ -1127,7 +1459,10 @@ def check_broker_limits(i: Inputs) -> list[str]:
         problems += [f"compose rabbitmq: {name} is refused by the RabbitMQ 4 image"
                      for name in sorted(set(env) & RABBITMQ_DEPRECATED_VARIABLES)]
         if pod is not None:
-            for path in sorted(set(k8s_files) | set(compose_files)):
+            # The limits are the same files on both sides; a cluster's own settings exist on
+            # Kubernetes only.
+            shared = {RABBITMQ_CONF_D + "90-limits.conf", RABBITMQ_ADVANCED_CONFIG}
+            for path in sorted((set(k8s_files) | set(compose_files)) & shared):
                 if k8s_files.get(path) != compose_files.get(path):
                     problems.append(f"rabbitmq: {path} differs between Compose and the ConfigMap")
     return problems
@@ -1142,7 +1477,11 @@ CHECKS: list[tuple[str, Callable[[Inputs], list[str]]]] = [
     ("service variables in compose (required set, none unknown, accepted by the binary)",
      check_service_variables_compose),
     ("ports and service DNS names on Kubernetes", check_ports_and_dns_k8s),
+    ("RABBITMQ_HOSTS: every broker node by its pod's DNS name", check_broker_nodes_k8s),
+    ("RabbitMQ cluster: peer discovery, cookie, quorum-keeping budget, spread, no API access",
+     check_rabbitmq_cluster),
     ("ports and service names in compose", check_ports_and_dns_compose),
+    ("Ingress: documented host, TLS Secret, backend Service and port", check_ingress),
     ("probes use paths the routers serve", check_probes),
     ("StatefulSets have a headless governing Service", check_statefulsets),
     ("HPA targets exist and have CPU requests", check_autoscalers),
@@ -1150,6 +1489,7 @@ CHECKS: list[tuple[str, Callable[[Inputs], list[str]]]] = [
     ("NetworkPolicies allow exactly the system's traffic", check_network_flows),
     ("credentials only in Secrets, shared by servers and clients", check_credentials),
     ("databases: psql lands in movies/orders, data on volumes", check_databases),
+    ("backups: a CronJob per database, custom-format dumps on a volume, bounded", check_backups),
     ("pod hardening, resources, graceful shutdown", check_pod_hardening),
     ("compose and Kubernetes agree on shared settings", check_settings_agree),
     ("RabbitMQ's memory, WAL and disk limits fit its containers", check_broker_limits),

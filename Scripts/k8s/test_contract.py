@@ -20,11 +20,11 @@ import contract
 REPO = contract.REPO
 
 
-def render() -> Path:
-    given = os.environ.get("K8S_RENDERED")
+def render(layout: str = "Manifests", variable: str = "K8S_RENDERED") -> Path:
+    given = os.environ.get(variable)
     if given:
         return Path(given)
-    out = subprocess.run(["kubectl", "kustomize", str(REPO / "Manifests")], check=True,
+    out = subprocess.run(["kubectl", "kustomize", str(REPO / layout)], check=True,
                          capture_output=True, text=True).stdout
     handle = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
     handle.write(out)
@@ -84,6 +84,15 @@ class ContractTest(unittest.TestCase):
         del i.compose["services"]["billing-app"]["environment"]["RABBITMQ_PASSWORD"]
         self.assertProblem(contract.check_service_variables_compose, i,
                            "compose billing-app: RABBITMQ_PASSWORD is required")
+
+    def test_the_broker_needs_one_node_or_a_list_of_nodes(self):
+        i = self.broken()
+        drop_env(i, "billing-app", "RABBITMQ_HOST")
+        self.assertProblem(contract.check_service_variables_k8s, i,
+                           "k8s billing-app: RABBITMQ_HOST (or RABBITMQ_HOSTS) is required")
+        i = self.broken()
+        env_var(i, "billing-app", "RABBITMQ_HOST")["name"] = "RABBITMQ_HOSTS"
+        self.assertEqual([p for p in contract.check_service_variables_k8s(i) if "billing-app" in p], [])
 
     def test_a_misspelt_variable(self):
         i = self.broken()
@@ -228,6 +237,15 @@ class ContractTest(unittest.TestCase):
         i = self.broken()
         drop_env(i, "billing-db", "PGDATABASE")
         self.assertProblem(contract.check_databases, i, "billing-db: POSTGRES_DB and PGDATABASE must be 'orders'")
+
+    def test_psql_history_where_psql_cannot_write(self):
+        i = self.broken()
+        drop_env(i, "inventory-db", "PSQL_HISTORY")
+        env_var(i, "billing-db", "PSQL_HISTORY")["value"] = "/var/lib/postgresql/.psql_history"
+        self.assertProblem(contract.check_databases, i,
+                           "inventory-db: PSQL_HISTORY must be a file on the data volume",
+                           "billing-db: PSQL_HISTORY must be a file on the data volume, outside PGDATA "
+                           "('/var/lib/postgresql/.psql_history')")
 
     def test_data_not_on_a_persistent_volume(self):
         i = self.broken()
@@ -398,6 +416,112 @@ class ContractTest(unittest.TestCase):
         self.assertEqual(contract.compose_environment(service, base), {"A": "1", "B": "3"})
         self.assertEqual(contract.compose_environment({"environment": {"P": 8080, "Q": None}}, base),
                          {"P": "8080"})
+
+
+class ScaledOutTest(unittest.TestCase):
+    """Manifests/overlays/ha (a RabbitMQ cluster) and Manifests/overlays/https (the Ingress),
+    and what the contract catches in broken copies of them."""
+
+    @classmethod
+    def setUpClass(cls):
+        bin_dir = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "debug"
+        compose = REPO / "docker-compose.yml"
+        cls.ha = contract.load_inputs(render("Manifests/overlays/ha", "K8S_RENDERED_HA"), compose, bin_dir)
+        cls.https = contract.load_inputs(render("Manifests/overlays/https", "K8S_RENDERED_HTTPS"), compose, bin_dir)
+
+    assertProblem = ContractTest.assertProblem
+
+    def test_both_layouts_satisfy_every_check(self):
+        for inputs in (self.ha, self.https):
+            out = io.StringIO()
+            self.assertEqual(contract.run_checks(inputs, out), 0, out.getvalue())
+
+    def test_clients_must_list_every_node_by_its_pod_name(self):
+        i = self.ha.copy()
+        data = i.cluster.get("ConfigMap", "rabbitmq-cluster-config")["data"]
+        data["RABBITMQ_HOSTS"] = "rabbitmq-0.rabbitmq,rabbitmq-1.rabbitmq,rabbitmq-3.rabbitmq,rabbitmq"
+        self.assertProblem(contract.check_broker_nodes_k8s, i,
+                           "api-gateway: RABBITMQ_HOSTS names 'rabbitmq-3.rabbitmq', which is no pod's DNS name",
+                           "billing-app: RABBITMQ_HOSTS names 'rabbitmq', which is no pod's DNS name",
+                           "RABBITMQ_HOSTS should list every node")
+
+    def test_a_cluster_that_could_not_form_or_keep_its_majority(self):
+        i = self.ha.copy()
+        sts = workload(i, "rabbitmq")
+        sts["spec"]["podManagementPolicy"] = "OrderedReady"
+        del sts["spec"]["template"]["spec"]["initContainers"]
+        i.cluster.get("Service", "rabbitmq")["spec"]["publishNotReadyAddresses"] = False
+        i.cluster.get("PodDisruptionBudget", "rabbitmq")["spec"]["maxUnavailable"] = 2
+        env_var(i, "rabbitmq", "RABBITMQ_NODENAME")["value"] = "rabbit@$(MY_POD_NAME)"
+        sts["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"] = {
+            "requiredDuringSchedulingIgnoredDuringExecution": [{}]}
+        self.assertProblem(contract.check_rabbitmq_cluster, i,
+                           "podManagementPolicy must be Parallel",
+                           "an init container copying it from a Secret",
+                           "publishNotReadyAddresses must be true",
+                           "must keep 2 of 3 nodes",
+                           "node names must be the pods' DNS names",
+                           "required anti-affinity",
+                           "no preferred pod anti-affinity")
+
+    def test_peer_discovery_and_queue_membership_settings(self):
+        i = self.ha.copy()
+        data = i.cluster.get("ConfigMap", "rabbitmq-cluster-config")["data"]
+        data["80-cluster.conf"] = "cluster_formation.peer_discovery_backend = classic_config\n"
+        data["enabled_plugins"] = "[rabbitmq_management,rabbitmq_prometheus]."
+        self.assertProblem(contract.check_rabbitmq_cluster, i,
+                           "peer_discovery_backend must be rabbit_peer_discovery_k8s",
+                           "must enable rabbitmq_peer_discovery_k8s",
+                           "continuous_membership_reconciliation")
+
+    def test_no_kubernetes_api_access_and_the_nodes_reach_each_other(self):
+        i = self.ha.copy()
+        i.cluster.docs.append({"kind": "RoleBinding", "metadata": {"name": "rabbitmq", "namespace": "microservices"}})
+        i.cluster = contract.Cluster(i.cluster.docs)
+        self.assertProblem(contract.check_rabbitmq_cluster, i, "RoleBinding rabbitmq: nothing in the system needs")
+        i = self.ha.copy()
+        i.cluster.get("NetworkPolicy", "rabbitmq")["spec"]["egress"] = []
+        self.assertProblem(contract.check_network_flows, i,
+                           "rabbitmq -> rabbitmq:epmd is blocked, should be allowed")
+        i = self.ha.copy()
+        i.cluster.get("NetworkPolicy", "rabbitmq")["spec"]["ingress"][2]["from"].append(
+            {"podSelector": {"matchLabels": {"app": "api-gateway"}}})
+        i.cluster.get("NetworkPolicy", "api-gateway")["spec"]["egress"].append(
+            {"to": [{"podSelector": {"matchLabels": {"app": "rabbitmq"}}}]})
+        self.assertProblem(contract.check_network_flows, i,
+                           "api-gateway -> rabbitmq:cluster-rpc is allowed, should be blocked")
+
+    def test_the_ingress_backend_host_and_tls(self):
+        i = self.https.copy()
+        ingress = i.cluster.get("Ingress", "api-gateway")
+        ingress["spec"]["rules"][0]["host"] = "example.com"
+        ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"] = {"number": 8080}
+        ingress["spec"]["tls"][0]["secretName"] = "tls"
+        self.assertProblem(contract.check_ingress, i,
+                           "routes hosts ['example.com'], expected ['microservices.local']",
+                           "Service api-gateway has no port {'number': 8080}",
+                           "no TLS for microservices.local with Secret api-gateway-tls")
+        i = self.https.copy()
+        i.cluster.get("NetworkPolicy", "api-gateway")["spec"]["ingress"][0]["from"] = [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "some-other-namespace"}}}]
+        self.assertProblem(contract.check_network_flows, i,
+                           "the ingress controller (namespace kube-system) cannot reach api-gateway:http")
+
+    def test_backups_of_the_right_database_in_the_right_format(self):
+        i = self.https.copy()
+        env_var(i, "billing-db-backup", "PGHOST")["valueFrom"]["configMapKeyRef"]["key"] = "INVENTORY_DB_HOST"
+        cron = container(i, "inventory-db-backup")
+        cron["command"] = [c.replace("--format=custom", "--format=plain") for c in cron["command"]]
+        env_var(i, "inventory-db-backup", "PGPASSWORD")["valueFrom"]["secretKeyRef"]["name"] = "billing-db-credentials"
+        self.assertProblem(contract.check_backups, i,
+                           "CronJob billing-db-backup: PGHOST and PGDATABASE must be billing-db and orders",
+                           "CronJob inventory-db-backup: dumps must be pg_dump's custom format")
+        self.assertProblem(contract.check_credentials, i, "inventory-db-backup PGPASSWORD")
+        i = self.https.copy()
+        i.cluster.get("NetworkPolicy", "inventory-db-backup")["spec"]["egress"][0]["to"][0]["podSelector"][
+            "matchLabels"]["app"] = "billing-db"
+        self.assertProblem(contract.check_network_flows, i,
+                           "inventory-db-backup -> inventory-db:postgres is blocked, should be allowed")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ REAL_KUBECTL = shutil.which("kubectl")
 # the script reads (curl during `test`, kubectl exec psql). State between calls lives in files.
 FAKE_TOOL = textwrap.dedent('''\
     #!/usr/bin/env python3
-    import os, sys
+    import os, sys, time
     from pathlib import Path
     sandbox = Path(os.environ["FAKE_SANDBOX"])
     tool, args = Path(sys.argv[0]).name, sys.argv[1:]
@@ -52,6 +52,24 @@ FAKE_TOOL = textwrap.dedent('''\
         else:
             print('[{"id":1,"title":"A new movie","description":"Very short description"}]')
         print("200", end="")
+    elif tool == "docker" and args[:1] == ["info"]:
+        print(os.environ.get("FAKE_DOCKER_DRIVER_STATUS", '[["Backing Filesystem","extfs"]]'))
+    elif tool == "kubectl" and "wait" in args and os.environ.get("FAKE_POD_GONE"):
+        # A pod that was terminating when the wait started is gone by the time it looks.
+        print('Error from server (NotFound): pods "%s" not found' % os.environ["FAKE_POD_GONE"], file=sys.stderr)
+        sys.exit(1)
+    elif tool == "kubectl" and any("lastHeartbeatTime" in a for a in args):
+        # Node name, Ready status, last heartbeat (default: a fresh one).
+        beat = os.environ.get("FAKE_NODE_HEARTBEAT") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 5))
+        for node in ("master", "agent"):
+            print(f"{node} True {beat}")
+    elif tool == "kubectl" and any("startedAt" in a for a in args):
+        # Pod name|phase|deletion|containers (ready,startedAt;...) (default: fresh and ready).
+        started = os.environ.get("FAKE_POD_STARTED") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 5))
+        print(f"billing-db-0|Running||true,{started};")
+        print(f"api-gateway-6d8f-old|Failed||false,;")
+        print(f"api-gateway-6d8f-x2|Running|2020-01-01T00:00:00Z|true,2020-01-01T00:00:00Z;")
+        print(f"api-gateway-6d8f-y7|Running||true,{started};")
     elif tool == "kubectl":
         if "scale" in args:
             if "--replicas=0" in args:
@@ -127,6 +145,13 @@ def messages(result) -> list[str]:
     return [line for line in result.stdout.splitlines() if not line.startswith("+ ")]
 
 
+# What the script asks Kubernetes while it waits (jsonpath: one line per pod or node).
+PODS_QUERY = ("kubectl --namespace microservices get pods -o 'jsonpath={range .items[*]}{.metadata.name}|"
+              "{.status.phase}|{.metadata.deletionTimestamp}|{range .status.containerStatuses[*]}{.ready},"
+              "{.state.running.startedAt};{end}{\"\\n\"}{end}'")
+NODES_QUERY = ("kubectl get nodes -o 'jsonpath={range .items[*]}{.metadata.name} "
+               "{.status.conditions[?(@.type==\"Ready\")].status} "
+               "{.status.conditions[?(@.type==\"Ready\")].lastHeartbeatTime}{\"\\n\"}{end}'")
 WAIT_FOR_PODS = [
     "kubectl --namespace microservices rollout status statefulset/inventory-db --timeout=600s",
     "kubectl --namespace microservices rollout status statefulset/billing-db --timeout=600s",
@@ -134,12 +159,15 @@ WAIT_FOR_PODS = [
     "kubectl --namespace microservices rollout status deployment/inventory-app --timeout=600s",
     "kubectl --namespace microservices rollout status statefulset/billing-app --timeout=600s",
     "kubectl --namespace microservices rollout status deployment/api-gateway --timeout=600s",
-    "kubectl --namespace microservices wait --for=condition=Ready pod --all --timeout=600s",
+    PODS_QUERY,
 ]
 WAIT_FOR_NODES = [
     "kubectl get node/master node/agent",
     "kubectl wait --for=condition=Ready node/master node/agent --timeout=600s",
 ]
+WAIT_FOR_FRESH_NODES = ["kubectl get node/master node/agent", NODES_QUERY]
+CLEAR_FAILED_PODS = ("kubectl --namespace microservices delete pods --field-selector=status.phase=Failed "
+                     "--selector=app.kubernetes.io/part-of=microservices,app.kubernetes.io/component!=backup")
 BUILD = [f"docker build -f Dockerfiles/{s}/Dockerfile -t {s}:0.1.0 ." for s in
          ("api-gateway", "inventory-app", "billing-app")]
 
@@ -164,7 +192,7 @@ class DryRunTest(unittest.TestCase):
         result = self.run_ok("create")
         state = self.sandbox.state
         archive = "images/services-0.1.0.tar"
-        self.assertEqual(commands(result), BUILD + ["vagrant up"] + WAIT_FOR_NODES + [
+        self.assertEqual(commands(result), BUILD + ["vagrant up --provision"] + WAIT_FOR_NODES + [
             f"docker save -o {state}/shared/{archive} api-gateway:0.1.0 inventory-app:0.1.0 billing-app:0.1.0",
             f"vagrant ssh master -c 'sudo k3s ctr images import /vagrant-shared/{archive}'",
             f"vagrant ssh agent -c 'sudo k3s ctr images import /vagrant-shared/{archive}'",
@@ -188,12 +216,15 @@ class DryRunTest(unittest.TestCase):
 
     def test_start(self):
         result = self.run_ok("start")
-        self.assertEqual(commands(result), ["vagrant up"] + WAIT_FOR_NODES + WAIT_FOR_PODS)
+        # (printed quoted: "!" is special to an interactive shell)
+        clear = CLEAR_FAILED_PODS.replace("--selector=app.kubernetes.io/part-of=microservices,app.kubernetes.io/component!=backup",
+                                          "'--selector=app.kubernetes.io/part-of=microservices,app.kubernetes.io/component!=backup'")
+        self.assertEqual(commands(result), ["vagrant up"] + WAIT_FOR_FRESH_NODES + [clear] + WAIT_FOR_PODS)
         self.assertEqual(result.stdout.splitlines()[-1], "cluster started")
 
     def test_stop_keeps_the_data(self):
         result = self.run_ok("stop")
-        self.assertEqual(commands(result), ["vagrant halt"])
+        self.assertEqual(commands(result), ["vagrant halt agent", "vagrant halt master"])
         self.assertEqual(result.stdout.splitlines()[-1], "cluster stopped")
 
     def test_destroy(self):
@@ -265,6 +296,7 @@ class DryRunTest(unittest.TestCase):
             "'{\"user_id\": \"20\", \"number_of_items\": \"99\", \"total_amount\": \"250\"}' "
             "http://192.168.56.110:30000/api/billing/",
             f"{exec_psql} 'SELECT count(*) FROM orders WHERE id = '\\''ORDER_ID'\\'''",
+            "kubectl --namespace microservices get statefulset billing-app -o 'jsonpath={.spec.replicas}'",
             "kubectl --namespace microservices scale statefulset billing-app --replicas=0",
             "kubectl --namespace microservices wait --for=delete pod/billing-app-0 --timeout=120s",
             f"{curl} POST -H 'Content-Type: application/json' --data "
@@ -301,13 +333,15 @@ class GeneratedFilesTest(unittest.TestCase):
         self.assertEqual(self.sandbox.run("deploy").returncode, 0)
         state = self.sandbox.state
         first = self.credentials(state)
-        self.assertEqual(sorted(first), ["billing-db.env", "inventory-db.env", "rabbitmq.env"])
+        self.assertEqual(sorted(first), ["billing-db.env", "inventory-db.env", "rabbitmq-erlang-cookie.env",
+                                         "rabbitmq.env"])
         for name, text in first.items():
-            self.assertRegex(text, r"^username=\w+\npassword=[0-9a-f]{48}\n$", name)
+            pattern = r"^cookie=[0-9a-f]{48}\n$" if "cookie" in name else r"^username=\w+\npassword=[0-9a-f]{48}\n$"
+            self.assertRegex(text, pattern, name)
             self.assertEqual((state / "credentials" / name).stat().st_mode & 0o777, 0o600)
         self.assertEqual((state / "credentials").stat().st_mode & 0o777, 0o700)
-        passwords = {re.search("password=(.*)", t).group(1) for t in first.values()}
-        self.assertEqual(len(passwords), 3)
+        secrets = {re.search("(?:password|cookie)=(.*)", t).group(1) for t in first.values()}
+        self.assertEqual(len(secrets), 4)
         # Kept: a second deploy must not change what the databases were initialised with.
         self.assertEqual(self.sandbox.run("deploy").returncode, 0)
         self.assertEqual(self.credentials(state), first)
@@ -344,6 +378,99 @@ class GeneratedFilesTest(unittest.TestCase):
                                   "alice/inventory-app:0.2.0", "postgres:15-alpine",
                                   "rabbitmq:4.3-management-alpine"])
         self.assertNotIn("dev-password", rendered)
+
+
+    def render(self) -> list[dict]:
+        import yaml
+        rendered = subprocess.run([REAL_KUBECTL, "kustomize", str(self.sandbox.state)], check=True,
+                                  capture_output=True, text=True).stdout
+        return [d for d in yaml.safe_load_all(rendered) if d]
+
+    @unittest.skipUnless(REAL_KUBECTL, "kubectl is not installed")
+    def test_the_ha_overlay_with_the_ingress_renders_with_generated_cookie_and_certificate(self):
+        import base64
+        result = self.sandbox.run("deploy", ORCHESTRATOR_OVERLAY="ha", ORCHESTRATOR_INGRESS="1")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("applying the manifests (Manifests/overlays/ha with generated credentials, the Ingress",
+                      result.stdout)
+        self.assertIn("  HTTPS:    curl --cacert", result.stdout)
+        docs = self.render()
+        objects = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+        self.assertEqual(objects[("StatefulSet", "rabbitmq")]["spec"]["replicas"], 3)
+        self.assertEqual(objects[("StatefulSet", "billing-app")]["spec"]["replicas"], 2)
+        self.assertIn(("Ingress", "api-gateway"), objects)
+        cookie = objects[("Secret", "rabbitmq-erlang-cookie")]
+        self.assertEqual(base64.b64decode(cookie["data"]["cookie"]).decode() + "\n",
+                         self.credentials(self.sandbox.state)["rabbitmq-erlang-cookie.env"].split("=", 1)[1])
+        tls = objects[("Secret", "api-gateway-tls")]
+        self.assertEqual(tls["type"], "kubernetes.io/tls")
+        certificate = (self.sandbox.state / "tls" / "tls.crt").read_text()
+        self.assertEqual(base64.b64decode(tls["data"]["tls.crt"]).decode(), certificate)
+        self.assertEqual((self.sandbox.state / "tls" / "tls.key").stat().st_mode & 0o777, 0o600)
+        # Kept: a second deploy presents the same certificate.
+        self.assertEqual(self.sandbox.run("deploy", ORCHESTRATOR_INGRESS="1").returncode, 0)
+        self.assertEqual((self.sandbox.state / "tls" / "tls.crt").read_text(), certificate)
+        # And back to the default layout: one broker.
+        rabbitmq = next(d for d in self.render() if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "rabbitmq")
+        self.assertEqual(rabbitmq["spec"]["replicas"], 1)
+
+    def test_an_unknown_overlay(self):
+        result = self.sandbox.run("deploy", ORCHESTRATOR_OVERLAY="huge")
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("ORCHESTRATOR_OVERLAY=huge: no such overlay; choose one of: ha https", result.stderr)
+
+
+class BackupTest(unittest.TestCase):
+    def setUp(self):
+        self.sandbox = Sandbox()
+        self.addCleanup(self.sandbox.cleanup)
+
+    def test_backup_runs_each_cronjob_now_and_waits(self):
+        result = self.sandbox.run("backup")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        cmds = commands(result)
+        jobs = [re.search(r"(\S+-backup-\d{14})$", c).group(1) for c in cmds if " create job " in c]
+        self.assertEqual([j.rsplit("-", 1)[0] for j in jobs], ["inventory-db-backup", "billing-db-backup"])
+        k = "kubectl --namespace microservices"
+        self.assertEqual(cmds, [
+            f"{k} create job --from=cronjob/inventory-db-backup {jobs[0]}",
+            f"{k} wait --for=condition=complete job/{jobs[0]} --timeout=600s",
+            f"{k} logs job/{jobs[0]} --all-containers",
+            f"{k} create job --from=cronjob/billing-db-backup {jobs[1]}",
+            f"{k} wait --for=condition=complete job/{jobs[1]} --timeout=600s",
+            f"{k} logs job/{jobs[1]} --all-containers",
+        ])
+        self.assertEqual(self.sandbox.calls(), [])
+
+    def test_restore_a_dump_from_the_backup_volume(self):
+        result = self.sandbox.run("restore", "orders-20250102T030405Z.dump")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        cmds = commands(result)
+        job = re.search(r"(billing-db-restore-\d{14})", cmds[0]).group(1)
+        self.assertEqual(cmds[:3], [
+            f"kubectl --namespace microservices create job --from=cronjob/billing-db-backup {job} "
+            "--dry-run=client -o yaml",
+            "kubectl set env --local -f - RESTORE_FILE=orders-20250102T030405Z.dump -o yaml",
+            "kubectl --namespace microservices create -f -",
+        ])
+        self.assertIn(f"kubectl --namespace microservices wait --for=condition=complete job/{job} --timeout=600s", cmds)
+        self.assertIn("nothing is stored twice", result.stdout)
+
+    def test_restore_a_dump_from_this_machine(self):
+        dump = self.sandbox.root / "movies-20250102T030405Z.dump"
+        dump.write_bytes(b"PGDMP")
+        result = self.sandbox.run("restore", str(dump))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(commands(result), [
+            "kubectl --namespace microservices exec -i inventory-db-0 -c postgres -- pg_restore --clean "
+            "--if-exists --no-owner --single-transaction --exit-on-error --dbname movies"])
+        self.assertIn(f"  (stdin: {dump})", result.stdout)
+
+    def test_restore_refuses_what_is_no_dump(self):
+        for name in ("", "billing.sql", "orders-latest.dump", "customers-20250102T030405Z.dump"):
+            result = self.sandbox.run("restore", *([name] if name else []))
+            self.assertEqual(result.returncode, 1, name)
+            self.assertEqual(commands(result), [])
 
 
 class FailureTest(unittest.TestCase):
@@ -419,7 +546,7 @@ class RealRunTest(unittest.TestCase):
     def test_commands_are_executed(self):
         self.assertEqual(self.sandbox.run("stop", dry_run=False).stdout.splitlines()[-1], "cluster stopped")
         self.assertEqual(self.sandbox.run("build", "0.4.0", dry_run=False).returncode, 0)
-        self.assertEqual(self.sandbox.calls(), ["vagrant halt"] + [
+        self.assertEqual(self.sandbox.calls(), ["vagrant halt agent", "vagrant halt master"] + [
             f"docker build -f Dockerfiles/{s}/Dockerfile -t {s}:0.4.0 ."
             for s in ("api-gateway", "inventory-app", "billing-app")])
 
@@ -460,6 +587,79 @@ class RealRunTest(unittest.TestCase):
         result = self.sandbox.run("test", dry_run=False)
         self.assertEqual(result.returncode, 1)
         self.assertIn("error: POST /api/movies/: expected HTTP 200, got 503", result.stderr)
+
+
+class ClusterLifecycleTest(unittest.TestCase):
+    """create, start, stop and the waits behave on a real cluster's timeline: each test here
+    failed on the orchestrator.sh/Vagrantfile before the fix it covers."""
+
+    def setUp(self):
+        self.sandbox = Sandbox()
+        self.addCleanup(self.sandbox.cleanup)
+        shared = self.sandbox.state / "shared"
+        shared.mkdir(parents=True)
+        (shared / "kubeconfig").write_text("apiVersion: v1\nkind: Config\n")
+
+    def real_run(self, *args, **env):
+        env.setdefault("WAIT_TIMEOUT", "3")
+        env.setdefault("ORCHESTRATOR_POLL_INTERVAL", "1")
+        return self.sandbox.run(*args, dry_run=False, **env)
+
+    def test_create_provisions_vms_that_a_failed_create_left_behind(self):
+        # Vagrant records a machine as provisioned before its provisioners run: after a failed
+        # first create, a plain `vagrant up` boots the VM and never installs K3s again.
+        result = self.sandbox.run("create")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("vagrant up --provision", commands(result))
+        self.assertNotIn("vagrant up", commands(result))
+
+    def test_stop_halts_the_agent_before_the_control_plane(self):
+        # The agent's kubelet can still report its pods stopping while the API server runs.
+        result = self.sandbox.run("stop")
+        self.assertEqual(commands(result), ["vagrant halt agent", "vagrant halt master"])
+        self.assertEqual(result.stdout.splitlines()[-1], "cluster stopped")
+
+    def test_start_does_not_trust_statuses_recorded_before_the_halt(self):
+        # The API server comes back with the last statuses it had: nodes Ready, pods ready.
+        result = self.real_run("start", FAKE_NODE_HEARTBEAT="2020-01-01T00:00:00Z")
+        self.assertEqual(result.returncode, 1, result.stdout)
+        self.assertNotIn("cluster started", result.stdout)
+        self.assertIn("timed out after 3s waiting for fresh heartbeats of the nodes", result.stderr)
+        result = self.real_run("start", FAKE_POD_STARTED="2020-01-01T00:00:00Z")
+        self.assertEqual(result.returncode, 1, result.stdout)
+        self.assertNotIn("cluster started", result.stdout)
+        self.assertIn("waiting for every pod to be ready, its containers started after", result.stderr)
+
+    def test_start_waits_for_fresh_statuses_then_reports(self):
+        result = self.real_run("start")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual(result.stdout.splitlines()[-1], "cluster started")
+        calls = self.sandbox.calls()
+        self.assertIn("vagrant up", calls)
+        # Pods the shutdown stopped for good are cleared away; none is waited for.
+        self.assertIn("kubectl --namespace microservices delete pods --field-selector=status.phase=Failed "
+                      "--selector=app.kubernetes.io/part-of=microservices,app.kubernetes.io/component!=backup",
+                      calls)
+        self.assertFalse([c for c in calls if " wait " in c and "pod" in c])
+
+    def test_a_pod_that_disappears_during_the_wait_does_not_fail_the_deploy(self):
+        # A rolling update's old pod is deleted while the script waits.
+        result = self.real_run("deploy", FAKE_POD_GONE="api-gateway-6d8f-x2")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual(result.stdout.splitlines()[-1], "deployed")
+
+    def test_images_from_dockers_containerd_store_are_saved_for_the_nodes_platform(self):
+        state = self.sandbox.state
+        archive = f"{state}/shared/images/services-0.1.0.tar"
+        images = "api-gateway:0.1.0 inventory-app:0.1.0 billing-app:0.1.0"
+        result = self.real_run("deploy",
+                               FAKE_DOCKER_DRIVER_STATUS='[["driver-type","io.containerd.snapshotter.v1"]]')
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn(f"docker save --platform linux/amd64 -o {archive} {images}", self.sandbox.calls())
+        # The classic store saves one platform anyway, and older Docker has no --platform.
+        (self.sandbox.root / "calls.log").unlink()
+        self.assertEqual(self.real_run("deploy").returncode, 0)
+        self.assertIn(f"docker save -o {archive} {images}", self.sandbox.calls())
 
 
 class ConsistencyTest(unittest.TestCase):
@@ -536,6 +736,21 @@ class VagrantfileTest(unittest.TestCase):
         self.assertTrue((self.state / "shared").is_dir())
         self.assertEqual((self.state / ".gitignore").read_text(), "*\n")
 
+    def test_both_vms_stop_their_pods_before_vagrant_powers_them_off(self):
+        # Fails on the Vagrantfile before graceful node shutdown: no such provisioner, and
+        # Vagrant's default halt timeout.
+        vm = self.load()
+        (shutdown,) = [c for c in vm.get("provision_calls", [])
+                       if c["options"].get("path") == "Scripts/k8s/vagrant/graceful-shutdown.sh"]
+        env = shutdown["options"]["env"]
+        grace, critical = int(env["SHUTDOWN_GRACE_PERIOD"]), int(env["SHUTDOWN_GRACE_PERIOD_CRITICAL_PODS"])
+        # Every pod's own grace period fits in what the kubelet gives ordinary pods.
+        longest = max(int(n) for f in (REPO / "Manifests").rglob("*.yaml")
+                      for n in re.findall(r"terminationGracePeriodSeconds: (\d+)", f.read_text()))
+        self.assertGreaterEqual(grace - critical, longest)
+        # Vagrant waits longer than that before it forces the VM off.
+        self.assertGreater(vm["graceful_halt_timeout"], grace)
+
     def test_sizes_and_addresses_can_be_overridden(self):
         (provider,) = self.load()["provider_blocks"]
         self.assertEqual(provider["args"], ["virtualbox"])
@@ -578,6 +793,43 @@ class ProvisioningTest(unittest.TestCase):
         result = self.run_agent("192.168.56.111")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("on 192.168.56.111 (enp0s8) joined https://192.168.56.110:6443", result.stdout)
+
+    def test_graceful_shutdown_provisioning_is_safe_to_run_again(self):
+        root = Path(tempfile.mkdtemp(prefix="provision-test-"))
+        self.addCleanup(shutil.rmtree, root, True)
+        (root / "bin").mkdir()
+        # systemctl logs its calls and says K3s is installed and running.
+        (root / "bin" / "systemctl").write_text(f"#!/bin/sh\necho \"$*\" >>{root}/systemctl.log\nexit 0\n")
+        (root / "bin" / "systemctl").chmod(0o755)
+        env = {"PATH": f"{root / 'bin'}{os.pathsep}{os.environ['PATH']}", "SHUTDOWN_GRACE_PERIOD": "90",
+               "SHUTDOWN_GRACE_PERIOD_CRITICAL_PODS": "20", "K3S_CONFIG_DIR": str(root / "k3s"),
+               "LOGIND_CONF_DIR": str(root / "logind.conf.d")}
+
+        def provision():
+            return subprocess.run(["bash", str(REPO / "Scripts/k8s/vagrant/graceful-shutdown.sh")], env=env,
+                                  capture_output=True, text=True, timeout=30, check=False)
+
+        first = provision()
+        self.assertEqual(first.returncode, 0, first.stderr)
+        config = (root / "k3s" / "config.yaml").read_text()
+        self.assertIn('- "shutdown-grace-period=90s"', config)
+        self.assertIn('- "shutdown-grace-period-critical-pods=20s"', config)
+        logind = (root / "logind.conf.d" / "zz-k3s-graceful-node-shutdown.conf").read_text()
+        self.assertIn("InhibitDelayMaxSec=100\n", logind)
+        log = (root / "systemctl.log").read_text().splitlines()
+        self.assertIn("restart systemd-logind", log)
+        self.assertIn("restart k3s", log)
+        # Again: nothing changed, nothing restarted.
+        (root / "systemctl.log").unlink()
+        second = provision()
+        self.assertEqual(second.returncode, 0, second.stderr)
+        self.assertFalse((root / "systemctl.log").exists())
+        self.assertEqual((root / "k3s" / "config.yaml").read_text(), config)
+
+    def test_the_agent_is_not_installed_twice(self):
+        result = self.run_agent("192.168.56.111")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertNotIn("install", result.stdout.lower().replace("installed", ""))
 
     def test_no_interface_with_the_address(self):
         result = self.run_agent("192.168.56.11")

@@ -18,9 +18,10 @@ if ! systemctl is-active --quiet k3s; then
   # The install script of the same release as the binary (a "+" in a URL path is "%2B").
   curl -sfL --retry 5 -o /tmp/k3s-install.sh \
     "https://raw.githubusercontent.com/k3s-io/k3s/${K3S_VERSION/+/%2B}/install.sh"
-  # Traefik is not used: the gateway is published as a NodePort.
+  # K3s's Traefik stays (its default): it serves the optional Ingress (HTTPS on ports 80/443
+  # of both nodes, ORCHESTRATOR_INGRESS=1); the gateway's NodePort 30000 works without it.
   INSTALL_K3S_VERSION="$K3S_VERSION" \
-    INSTALL_K3S_EXEC="server --node-ip=$NODE_IP --advertise-address=$NODE_IP --tls-san=$NODE_IP --flannel-iface=$iface --write-kubeconfig-mode=0600 --disable=traefik" \
+    INSTALL_K3S_EXEC="server --node-ip=$NODE_IP --advertise-address=$NODE_IP --tls-san=$NODE_IP --flannel-iface=$iface --write-kubeconfig-mode=0600" \
     sh /tmp/k3s-install.sh
 fi
 
