@@ -215,5 +215,13 @@ async fn a_broker_outage_turns_ready_off_and_consumption_resumes_after_it() {
     broker.restore();
     wait_for_ready(&service.url(), 200).await;
     wait_for_stored(&db, 1).await;
-    assert!(service.output().contains("reconnecting to RabbitMQ"));
+    let log = service.output();
+    assert!(
+        log.contains("connection to RabbitMQ node 127.0.0.1:"),
+        "{log}"
+    );
+    assert!(
+        log.contains("no RabbitMQ node reachable; trying again"),
+        "{log}"
+    );
 }
