@@ -204,19 +204,21 @@ services:
     ports: !reset []
 EOF
 # Only the two needed (Grafana is not): the same project, so they watch this stack.
-if docker compose -f docker-compose.yml -f "$WORK/monitoring-test.yml" --profile monitoring \
-  up -d --wait --wait-timeout 120 prometheus alertmanager; then
-  pass "prometheus and alertmanager started (monitoring profile, test intervals)"
-else
-  fail "prometheus and alertmanager started (monitoring profile, test intervals)"
-fi
+docker compose -f docker-compose.yml -f "$WORK/monitoring-test.yml" --profile monitoring \
+  up -d prometheus alertmanager
+# prometheus_get PATH: Prometheus' answer, fetched with Alertmanager's wget (upstream's
+# Prometheus image has wget too, for its healthcheck; the offline stand-in has none, so its
+# container health is not waited for here).
+prometheus_get() { docker compose exec -T alertmanager wget -q -O - "http://prometheus:9090$1" 2>/dev/null; }
+monitoring_ready() { service_healthy alertmanager && prometheus_get /-/ready >/dev/null; }
+check "prometheus and alertmanager started (monitoring profile, test intervals)" \
+  eventually 90 monitoring_ready
 # received STATUS ALERTNAME: the webhook got that alert in that status.
 received() { grep -q " $1 $2\( \|$\)" "$WORK/alerts" 2>/dev/null; }
 arrival() { awk -v s="$1" -v a="$2" '$0 ~ " " s " " a "( |$)" { print $1; exit }' "$WORK/alerts"; }
 # Prometheus sees billing_queue's consumer before the scenario stops it.
 consumer_scraped() {
-  docker compose exec -T prometheus wget -q -O - \
-    'http://127.0.0.1:9090/api/v1/query?query=rabbitmq_detailed_queue_consumers%7Bqueue%3D%22billing_queue%22%7D' |
+  prometheus_get '/api/v1/query?query=rabbitmq_detailed_queue_consumers%7Bqueue%3D%22billing_queue%22%7D' |
     grep -q '"value":\[[0-9.]*,"1"\]'
 }
 check "Prometheus scrapes billing_queue's consumer (1)" eventually 60 consumer_scraped
@@ -502,10 +504,19 @@ orders_before=$(sql "$orders_digest")
 movies_before=$(movies_sql "$movies_digest")
 echo "orders: $orders_before; movies: $movies_before"
 
-# What the README says to do: the scheduled service running, its volume copied off.
-compose_all up -d backup >/dev/null 2>&1
-scheduler_waits() { docker compose logs --no-color backup 2>/dev/null | grep -q 'next backup in'; }
-check "the scheduled backup service waits one interval after the newest backup" eventually 30 scheduler_waits
+# The scheduled service, with a 3 s interval for the test (24 h by default): it waits one
+# interval after the newest backup, takes the next, and still keeps two of each.
+BACKUP_INTERVAL=3s BACKUP_KEEP=2 compose_all up -d backup >/dev/null 2>&1
+scheduled() {
+  docker compose logs --no-color backup 2>/dev/null | grep -q 'next backup in' &&
+    docker compose logs --no-color backup 2>/dev/null | grep -q 'orders: /backups/orders-'
+}
+check "the scheduled backup service waits for the interval, then takes a backup" eventually 30 scheduled
+check "   its healthcheck passes" docker compose exec -T backup /bin/sh /opt/backup/backup.sh health
+backup_run backup list >"$WORK/list" 2>&1 || true
+check "   and two of each database are still kept" kept_two
+# What the README says to do: the backups volume copied off the machine.
+docker compose stop backup >/dev/null 2>&1
 mkdir -p "$WORK/saved"
 compose_all cp backup:/backups/. "$WORK/saved/" >/dev/null
 orders_file=$(find "$WORK/saved" -name 'orders-*.dump' | sort | tail -n 1)
