@@ -17,7 +17,8 @@ done
 echo "docker compose config:"
 docker-compose config -q
 docker-compose --profile monitoring config -q
-echo "  docker-compose.yml ok (default and monitoring profiles)"
+docker-compose --profile backup config -q
+echo "  docker-compose.yml ok (default, monitoring and backup profiles)"
 
 echo "shellcheck:"
 mapfile -t scripts < <(git ls-files -co --exclude-standard '*.sh' .ci/run orchestrator.sh | sort -u)

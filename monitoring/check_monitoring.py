@@ -46,6 +46,10 @@ PROMETHEUS_YML = PROM_DIR / "prometheus.yml"
 ALERTS_YML = PROM_DIR / "alerts.yml"
 ALERTS_TEST_YML = PROM_DIR / "alerts.test.yml"
 GRAFANA_DIR = ROOT / "monitoring" / "grafana" / "provisioning"
+ALERTMANAGER_DIR = ROOT / "monitoring" / "alertmanager"
+ALERTMANAGER_YML = ALERTMANAGER_DIR / "alertmanager.yml"
+ALERTMANAGER_START = ALERTMANAGER_DIR / "start.sh"
+COMPOSE_YML = ROOT / "docker-compose.yml"
 K8S_DIR = ROOT / "Manifests" / "monitoring"
 PROMETHEUS_RULE_YAML = K8S_DIR / "prometheusrule.yaml"
 DASHBOARD_JSON = K8S_DIR / "dashboards" / "microservices.json"
@@ -261,11 +265,17 @@ def check_prometheus(r: Report, promtool: str) -> None:
 
     jobs = {sc["job_name"]: sc for sc in config.get("scrape_configs", [])}
     problems = []
+    # Compose may run a service more than once under several names (the gateways behind the
+    # entry): every Compose service running a service's image is one target of its job.
+    compose_services = load_yaml(COMPOSE_YML).get("services", {})
     for svc, (_, port) in SERVICES.items():
+        names = sorted(name for name, cs in compose_services.items()
+                       if str(cs.get("image", "")).split(":")[0] == svc) or [svc]
+        expected = sorted(f"{name}:{port}" for name in names)
         sc = jobs.get(svc)
         targets = [t for g in (sc or {}).get("static_configs", []) for t in g.get("targets", [])]
-        if targets != [f"{svc}:{port}"] or (sc or {}).get("metrics_path", "/metrics") != "/metrics":
-            problems.append(f"job {svc}: expected target {svc}:{port} on /metrics, got {targets}")
+        if sorted(targets) != expected or (sc or {}).get("metrics_path", "/metrics") != "/metrics":
+            problems.append(f"job {svc}: expected targets {expected} on /metrics, got {targets}")
     for job, (path, params) in RABBITMQ_JOBS.items():
         sc = jobs.get(job) or {}
         targets = [t for g in sc.get("static_configs", []) for t in g.get("targets", [])]
@@ -273,8 +283,14 @@ def check_prometheus(r: Report, promtool: str) -> None:
                 or (sc.get("params") or {}) != params):
             problems.append(f"job {job}: expected rabbitmq:{RABBITMQ_PORT[1]}{path} {params}, got "
                             f"{targets} {sc.get('metrics_path')} {sc.get('params')}")
-    r.check(not problems, "scrape jobs: api-gateway:3000, inventory-app:8080, billing-app:8080, "
-            "rabbitmq:15692 (/metrics and /metrics/detailed)", "\n".join(problems))
+    r.check(not problems, "scrape jobs: every api-gateway service on 3000, inventory-app:8080, "
+            "billing-app:8080, rabbitmq:15692 (/metrics and /metrics/detailed)", "\n".join(problems))
+
+    am_targets = [t for am in (config.get("alerting") or {}).get("alertmanagers", [])
+                  for g in am.get("static_configs", []) for t in g.get("targets", [])]
+    r.check(am_targets == ["alertmanager:9093"],
+            "prometheus.yml sends its alerts to alertmanager:9093 (the Compose service)",
+            f"alerting targets: {am_targets}")
 
     res = run([promtool, "check", "rules", str(ALERTS_YML)])
     r.check(res.returncode == 0, "promtool check rules alerts.yml", res.stdout + res.stderr)
@@ -525,6 +541,56 @@ def check_kubernetes(r: Report, kubectl: str | None) -> None:
             "grafana_dashboard=\"1\", data = dashboards/microservices.json byte for byte")
 
 
+def check_alertmanager(r: Report) -> None:
+    r.section("Alertmanager (Compose): monitoring/alertmanager/")
+    # No amtool here checks this file: Debian's (0.25) predates url_file (0.26). The end-to-end
+    # test runs it (Scripts/e2e-compose.sh); this checks what a typo would silently break.
+    try:
+        config = load_yaml(ALERTMANAGER_YML)
+    except (OSError, yaml.YAMLError) as e:
+        r.check(False, "alertmanager.yml is valid YAML", str(e))
+        return
+    receivers = {rc.get("name"): rc for rc in config.get("receivers", [])}
+    route = config.get("route", {})
+    r.check(route.get("receiver") == "webhook" and "webhook" in receivers,
+            "the top route delivers to the receiver webhook", json.dumps(route))
+    unknown = sorted({rt.get("receiver") for rt in route.get("routes", []) if rt.get("receiver")}
+                     - set(receivers))
+    r.check(not unknown, "every route names a defined receiver", ", ".join(unknown))
+    hooks = (receivers.get("webhook") or {}).get("webhook_configs", [])
+    r.check(len(hooks) == 1 and hooks[0].get("url_file") == "/run/alertmanager/webhook-url"
+            and "url" not in hooks[0] and hooks[0].get("send_resolved") is True,
+            "webhook: url_file /run/alertmanager/webhook-url (written by start.sh), send_resolved",
+            json.dumps(hooks))
+    none = receivers.get("none")
+    r.check(none is not None and set(none) == {"name"},
+            "receiver none delivers nothing (used while ALERT_WEBHOOK_URL is empty)", json.dumps(none))
+    # start.sh turns `  receiver: webhook` into `  receiver: none` when no URL is set.
+    lines = [line for line in ALERTMANAGER_YML.read_text(encoding="utf-8").splitlines()
+             if line == "  receiver: webhook"]
+    start = ALERTMANAGER_START.read_text(encoding="utf-8")
+    r.check(len(lines) == 1 and "receiver:\\) webhook$/" in start,
+            "start.sh can switch the top route to none: exactly one '  receiver: webhook' line",
+            f"{len(lines)} such lines")
+    groups = load_yaml(ALERTS_YML)["groups"]
+    alerts = {rule["alert"] for g in groups for rule in g["rules"] if "alert" in rule}
+    named = set()
+    for rule in config.get("inhibit_rules", []):
+        for m in rule.get("source_matchers", []) + rule.get("target_matchers", []):
+            name, _, value = (part.strip() for part in m.partition("="))
+            if name == "alertname":
+                named.add(value.strip('"'))
+    r.check(named <= alerts, "inhibit rules name only alerts of alerts.yml",
+            ", ".join(sorted(named - alerts)))
+
+    service = load_yaml(COMPOSE_YML).get("services", {}).get("alertmanager", {})
+    ok = (service.get("profiles") == ["monitoring"]
+          and "ALERT_WEBHOOK_URL" in (service.get("environment") or {})
+          and any(str(t).startswith("/run/alertmanager") for t in service.get("tmpfs", [])))
+    r.check(ok, "docker-compose.yml: alertmanager in the monitoring profile, ALERT_WEBHOOK_URL "
+            "passed, /run/alertmanager on a tmpfs", json.dumps(service, default=str)[:300])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--write", action="store_true",
@@ -541,6 +607,7 @@ def main() -> int:
     r.section("Service metrics")
     check_service_metrics_in_source(r)
     check_prometheus(r, args.promtool)
+    check_alertmanager(r)
     check_grafana_provisioning(r)
     check_dashboard(r, args.promtool)
     check_kubernetes(r, args.kubectl or None)

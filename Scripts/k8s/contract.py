@@ -867,13 +867,36 @@ def _compose_listen_port(name: str, service: dict, configs: dict[str, ServiceCon
     return SERVER_PORTS.get(name)
 
 
+# Compose's entry: the reverse proxy in front of the gateways (TLS, balancing), publishing the
+# gateway's port on the host for them; its configuration names every gateway it balances over.
+COMPOSE_ENTRY = "entry"
+COMPOSE_ENTRY_CONFIG = "entry/Caddyfile"
+
+
+def _published(service: dict) -> list[tuple[str, str]]:
+    """(published, target) ports of a Compose service, short or long syntax."""
+    out = []
+    for p in service.get("ports", []):
+        if isinstance(p, dict):
+            out.append((str(p.get("published", "")), str(p.get("target", ""))))
+        else:
+            parts = str(p).split("/")[0].rsplit(":", 2)
+            out.append((parts[-2] if len(parts) > 1 else "", parts[-1]))
+    return out
+
+
 def check_ports_and_dns_compose(i: Inputs) -> list[str]:
     problems = []
     services = i.compose.get("services") or {}
+    images = {f"{app}:{i.version}": app for app in APPS}
+    # More instances of a service (the gateways behind the entry) run its image under
+    # another name; the entry fronts them.
+    replicas = {name: images[str(svc.get("image"))] for name, svc in services.items()
+                if name not in COMPONENTS and str(svc.get("image")) in images}
     if set(services) != set(COMPONENTS):
         missing, extra = set(COMPONENTS) - set(services), set(services) - set(COMPONENTS)
         # Optional profiles (e.g. monitoring) may add services; none of ours may be missing.
-        extra = {s for s in extra if not services[s].get("profiles")}
+        extra = {s for s in extra if not services[s].get("profiles")} - set(replicas) - {COMPOSE_ENTRY}
         if missing or extra:
             problems.append(f"compose services differ from {sorted(COMPONENTS)}: "
                             f"missing {sorted(missing)}, unexpected {sorted(extra)}")
@@ -890,10 +913,22 @@ def check_ports_and_dns_compose(i: Inputs) -> list[str]:
                 problems.append(f"compose {app}: {variable} uses port {port}, but {host} listens on {listen}")
     gateway = services.get("api-gateway", {})
     listen = _compose_listen_port("api-gateway", gateway, i.configs, i.repo)
-    targets = [str(p).rsplit(":", 1)[-1] if not isinstance(p, dict) else str(p.get("target"))
-               for p in gateway.get("ports", [])]
-    if str(listen) not in targets:
-        problems.append(f"compose api-gateway: publishes {targets}, not its listening port {listen}")
+    gateways = ["api-gateway"] + sorted(n for n, app in replicas.items() if app == "api-gateway")
+    for name in gateways:
+        if services.get(name, {}).get("ports"):
+            problems.append(f"compose {name}: publishes {services[name]['ports']}: clients reach "
+                            f"the gateways through {COMPOSE_ENTRY} only")
+    entry = services.get(COMPOSE_ENTRY)
+    if entry is None:
+        problems.append(f"compose: no service {COMPOSE_ENTRY} publishes the gateway's port {listen}")
+    else:
+        if (str(listen), str(listen)) not in _published(entry):
+            problems.append(f"compose {COMPOSE_ENTRY}: publishes {_published(entry)}, not the "
+                            f"gateway's port {listen} on {listen}")
+        config = (i.repo / COMPOSE_ENTRY_CONFIG).read_text() if (i.repo / COMPOSE_ENTRY_CONFIG).is_file() else ""
+        for name in gateways:
+            if not re.search(rf"(?<![\w.-]){re.escape(name)}:{listen}(?![\w.-])", config):
+                problems.append(f"{COMPOSE_ENTRY_CONFIG}: does not balance over {name}:{listen}")
     return problems
 
 

@@ -8,6 +8,7 @@ the service binaries in target/debug (`cargo build --bins`).
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import subprocess
@@ -144,8 +145,19 @@ class ContractTest(unittest.TestCase):
 
     def test_compose_gateway_published_on_another_port(self):
         i = self.broken()
-        i.compose["services"]["api-gateway"]["ports"] = ["3000:3001"]
-        self.assertProblem(contract.check_ports_and_dns_compose, i, "not its listening port 3000")
+        i.compose["services"]["entry"]["ports"] = ["3000:3001", "443:443"]
+        self.assertProblem(contract.check_ports_and_dns_compose, i, "not the gateway's port 3000 on 3000")
+
+    def test_compose_gateways_published_or_not_behind_the_entry(self):
+        i = self.broken()
+        i.compose["services"]["api-gateway-2"]["ports"] = ["3001:3000"]
+        i.compose["services"]["api-gateway-3"] = copy.deepcopy(i.compose["services"]["api-gateway-2"])
+        del i.compose["services"]["api-gateway-3"]["ports"]
+        i.compose["services"]["proxy"] = {"image": "nginx:1.27"}
+        self.assertProblem(contract.check_ports_and_dns_compose, i,
+                           "compose api-gateway-2: publishes ['3001:3000']",
+                           "entry/Caddyfile: does not balance over api-gateway-3:3000",
+                           "unexpected ['proxy']")
 
     def test_the_nodeport(self):
         i = self.broken()
