@@ -288,6 +288,18 @@ async fn mistakes_and_failures_have_their_own_exit_codes() {
         );
     }
 
+    let (status, output) = run_to_exit(BINARY, &["help"], &[]).await;
+    assert!(
+        status.success() && output.contains("dead-letters"),
+        "{output}"
+    );
+    let (status, output) = run_to_exit(BINARY, &["dead-letter"], &[]).await;
+    assert_eq!(status.code(), Some(2), "{output}");
+    assert!(
+        output.contains("unknown command") && output.contains("dead-letters"),
+        "{output}"
+    );
+
     let (status, output) = dead_letters(&queue, &["list"]).await;
     assert_eq!(status.code(), Some(1), "no dead-letter queue yet: {output}");
     assert!(output.contains("no queue"), "{output}");
