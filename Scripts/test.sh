@@ -33,6 +33,15 @@ Scripts/check-monitoring.sh
 step "Kubernetes: render, schema validation, policy scan, contract, orchestrator.sh dry runs"
 Scripts/check-kubernetes.sh
 
+step "API contract: schemathesis fuzzes api-gateway/openapi.json against the services (Scripts/check-api-contract.sh)"
+Scripts/check-api-contract.sh
+
+step "API docs page: headless Chromium renders GET /api/docs with no network but loopback (Scripts/check-api-docs.sh)"
+Scripts/check-api-docs.sh
+
+step "Postman collection: newman runs postman/ against the services (Scripts/check-postman.sh)"
+Scripts/check-postman.sh
+
 step "benchmark smoke run (bench/run.sh --smoke): the benchmark still works"
 bench/run.sh --smoke
 

@@ -6,6 +6,7 @@
 //! - `routes/billing.rs`: `POST /api/billing` (published) and `/api/billing/orders...`
 //!   (forwarded to billing-app);
 //! - `routes/openapi.rs`: `GET /api/openapi.json`, the document in `openapi.json`;
+//! - `routes/docs.rs`: `GET /api/docs`, a Swagger UI page for that document;
 //! - `proxy.rs`: how a request is forwarded and its answer streamed back;
 //! - `publisher.rs`: the RabbitMQ connection and confirmed publishing;
 //! - `order_id.rs`: order ids, and how `Idempotency-Key` scopes them;

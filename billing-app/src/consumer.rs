@@ -212,7 +212,7 @@ impl Consumer {
         let mut orders = Vec::with_capacity(batch.len());
         let mut accepted = Vec::with_capacity(batch.len());
         for delivery in batch {
-            match decode(&delivery) {
+            match decode(&delivery.data) {
                 Ok(order) => {
                     orders.push(order);
                     accepted.push(delivery);
@@ -394,10 +394,12 @@ async fn next_batch(deliveries: &mut lapin::Consumer, max: usize) -> lapin::Resu
     Ok(batch)
 }
 
-/// An order from a message body, or why it can never be stored.
-fn decode(delivery: &Delivery) -> Result<Order, String> {
+/// An order from a message body, or why it can never be stored. `dead-letters list` runs the
+/// same function on what is in the dead-letter queue, so that the reason it shows is the one
+/// the consumer had.
+pub(crate) fn decode(body: &[u8]) -> Result<Order, String> {
     let order: Order =
-        serde_json::from_slice(&delivery.data).map_err(|err| format!("not an order: {err}"))?;
+        serde_json::from_slice(body).map_err(|err| format!("not an order: {err}"))?;
     order
         .validate()
         .map_err(|err| format!("invalid order: {err}"))?;

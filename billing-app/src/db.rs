@@ -14,9 +14,17 @@ pub struct StoredOrder {
     pub order_id: Uuid,
     pub user_id: i64,
     pub number_of_items: i32,
-    #[serde(with = "rust_decimal::serde::str")]
+    #[serde(serialize_with = "two_decimals")]
     pub total_amount: Decimal,
     pub created_at: DateTime<Utc>,
+}
+
+/// An amount as the `NUMERIC(12,2)` column holds it, always with two decimals: PostgreSQL
+/// sends a zero without its scale, which would otherwise read back as `"0"` beside `"250.00"`.
+fn two_decimals<S: serde::Serializer>(amount: &Decimal, serializer: S) -> Result<S::Ok, S::Error> {
+    let mut amount = *amount;
+    amount.rescale(2);
+    serializer.collect_str(&amount)
 }
 
 /// Stores `orders` in one statement; an order whose id is already stored is skipped, which is

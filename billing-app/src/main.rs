@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use billing_app::{Settings, startup};
+use billing_app::{Settings, dead_letters, startup};
 
 fn main() -> ExitCode {
     common::cli::Service {
@@ -8,6 +8,7 @@ fn main() -> ExitCode {
         settings: Settings::from_env,
         listen: |settings| settings.listen,
         serve: startup::serve,
+        commands: &[dead_letters::COMMAND],
     }
     .main()
 }

@@ -4,7 +4,10 @@
 //! - `<service> healthcheck`: exit 0 if the service on this machine answers `GET /health`
 //!   with 200, for container healthchecks in images that have no shell or curl;
 //! - `<service> config`: print every variable the service reads, with its value (passwords
-//!   hidden), and exit 1 if one is invalid.
+//!   hidden), and exit 1 if one is invalid;
+//! - `<service> help`: the commands this binary understands;
+//! - any [`Command`] the service adds of its own (billing-app's `dead-letters`), which reads
+//!   the same environment variables.
 
 use std::future::Future;
 use std::io::{Read, Write};
@@ -19,13 +22,30 @@ use crate::config::{ConfigError, Env};
 use crate::shutdown;
 use crate::telemetry::{self, LogSettings};
 
-/// What a service's `main` hands over: how to read its settings, where it listens, and how
-/// it serves on a bound listener until told to stop.
+/// What a service's `main` hands over: how to read its settings, where it listens, how it
+/// serves on a bound listener until told to stop, and the commands it adds to the shared ones.
 pub struct Service<S, F> {
+    /// The binary's name, in messages.
     pub name: &'static str,
+    /// Reads and checks the service's settings.
     pub settings: fn(&Env) -> Result<S, ConfigError>,
+    /// Where the service listens, for `serve` and `healthcheck`.
     pub listen: fn(&S) -> SocketAddr,
+    /// Serves on the bound listener until the token is cancelled.
     pub serve: fn(TcpListener, S, CancellationToken) -> F,
+    /// Commands of this service alone, besides `serve`, `healthcheck` and `config`.
+    pub commands: &'static [Command],
+}
+
+/// A command one service adds to the shared command line: `<service> NAME ARGS...`.
+pub struct Command {
+    /// What follows the binary's name.
+    pub name: &'static str,
+    /// Its arguments and what it does, one line, for `help` and usage errors.
+    pub summary: &'static str,
+    /// Runs the command with the process's environment and the arguments after its name;
+    /// what it returns is the exit code.
+    pub run: fn(&Env, &[String]) -> ExitCode,
 }
 
 impl<S, F> Service<S, F>
@@ -35,18 +55,46 @@ where
     /// Runs the command given on the command line; the exit code follows the outcome.
     pub fn main(self) -> ExitCode {
         let env = Env::from_process();
-        match std::env::args().nth(1).as_deref() {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        match args.first().map(String::as_str) {
             None | Some("serve") => self.serve(&env),
             Some("healthcheck") => self.healthcheck(&env),
             Some("config") => self.config(&env),
-            Some(other) => {
-                eprintln!(
-                    "{}: unknown command {other:?}; expected serve, healthcheck or config",
-                    self.name
-                );
-                ExitCode::from(2)
+            Some("help" | "--help" | "-h") => {
+                println!("{}", self.usage());
+                ExitCode::SUCCESS
             }
+            Some(name) => match self.commands.iter().find(|command| command.name == name) {
+                Some(command) => (command.run)(&env, &args[1..]),
+                None => {
+                    eprintln!("{}: unknown command {name:?}\n{}", self.name, self.usage());
+                    ExitCode::from(2)
+                }
+            },
         }
+    }
+
+    /// Every command, one per line.
+    fn usage(&self) -> String {
+        let shared = [
+            ("serve", "run the service (the default)"),
+            (
+                "healthcheck",
+                "exit 0 if the service on this machine answers GET /health",
+            ),
+            (
+                "config",
+                "print the variables the service reads; exit 1 if one is invalid",
+            ),
+        ];
+        let mut lines = vec![format!("usage: {} COMMAND", self.name)];
+        for (name, summary) in shared {
+            lines.push(format!("  {name:<12} {summary}"));
+        }
+        for command in self.commands {
+            lines.push(format!("  {:<12} {}", command.name, command.summary));
+        }
+        lines.join("\n")
     }
 
     fn serve(self, env: &Env) -> ExitCode {

@@ -146,6 +146,14 @@ fn amount(value: Option<&Value>, field: &'static str) -> Result<Decimal, Invalid
             format!("must be a decimal number such as 250 or 19.99, got {text:?}"),
         ));
     }
+    // Counted as written: "1.000" has three decimals. Beyond the rule itself, this keeps a
+    // long run of trailing zeros from failing the exact parse below under another name.
+    if text
+        .split_once('.')
+        .is_some_and(|(_, fraction)| fraction.len() > 2)
+    {
+        return Err(InvalidOrder::new(field, "must have at most 2 decimals"));
+    }
     // Only absurdly long numbers fail here; `validate` reports every other range problem.
     Decimal::from_str_exact(&text)
         .map_err(|_| InvalidOrder::new(field, format!("must be at most {MAX_TOTAL_AMOUNT}")))
@@ -289,6 +297,15 @@ mod tests {
         assert_eq!(order.total_amount.to_string(), MAX_TOTAL_AMOUNT);
         assert!(parse(json!({"user_id": 1, "number_of_items": 1, "total_amount": "0"})).is_ok());
         assert!(parse(json!({"user_id": 1, "number_of_items": 1, "total_amount": "1.50"})).is_ok());
+    }
+
+    #[test]
+    fn more_than_two_written_decimals_are_refused_as_such() {
+        for text in ["1.000", "250.500", "1.0000000000000000000000000000000000"] {
+            let body = json!({"user_id": 1, "number_of_items": 1, "total_amount": text});
+            let err = parse(body).expect_err(text);
+            assert_eq!(err.to_string(), "total_amount must have at most 2 decimals");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ fn main() -> ExitCode {
         settings: Settings::from_env,
         listen: |settings| settings.listen,
         serve: startup::serve,
+        commands: &[],
     }
     .main()
 }

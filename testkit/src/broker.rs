@@ -3,8 +3,8 @@
 use common::amqp::{self, BrokerSettings, Node, Topology};
 use common::order::Order;
 use lapin::options::{
-    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+    BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
+    ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection};
@@ -130,7 +130,22 @@ impl TestQueue {
         self.publish_all(messages).await;
     }
 
+    /// Publishes `body` with exactly `properties` to `queue` (this test's order queue or its
+    /// dead-letter queue, say) through the default exchange, confirmed.
+    pub async fn publish_to(&self, queue: &str, body: &[u8], properties: BasicProperties) {
+        self.publish_all_to(queue, [(body.to_vec(), properties)])
+            .await;
+    }
+
     async fn publish_all(&self, messages: impl IntoIterator<Item = (Vec<u8>, BasicProperties)>) {
+        self.publish_all_to(&self.name, messages).await;
+    }
+
+    async fn publish_all_to(
+        &self,
+        queue: &str,
+        messages: impl IntoIterator<Item = (Vec<u8>, BasicProperties)>,
+    ) {
         let (connection, channel) = self.channel().await;
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -141,7 +156,7 @@ impl TestQueue {
             let confirm = channel
                 .basic_publish(
                     "".into(),
-                    self.name.as_str().into(),
+                    queue.into(),
                     BasicPublishOptions::default(),
                     &body,
                     properties,
@@ -153,6 +168,72 @@ impl TestQueue {
         for confirm in confirms {
             let confirmation = confirm.await.expect("confirm");
             assert!(confirmation.is_ack(), "the broker confirmed a test message");
+        }
+        let _ = connection.close(200, "done".into()).await;
+    }
+
+    /// Takes every ready message off the order queue and rejects it without requeue, as
+    /// billing-app does with a message it can never store, and waits until the broker has
+    /// moved them all to the dead-letter queue (adding its `x-death` record, reason
+    /// `rejected`): a dead-letter queue as an earlier fault would have left it. Returns how
+    /// many were dead-lettered.
+    pub async fn dead_letter_all(&self) -> u32 {
+        let (connection, channel) = self.channel().await;
+        let before = self.dead_letter_depth().await;
+        let mut rejected = 0;
+        while let Some(message) = channel
+            .basic_get(self.name.as_str().into(), BasicGetOptions { no_ack: false })
+            .await
+            .expect("basic.get")
+        {
+            let reject = BasicNackOptions {
+                requeue: false,
+                multiple: false,
+            };
+            message
+                .delivery
+                .acker
+                .nack(reject)
+                .await
+                .expect("basic.nack");
+            rejected += 1;
+        }
+        let _ = connection.close(200, "done".into()).await;
+        crate::eventually(
+            std::time::Duration::from_secs(10),
+            "the rejected messages in the dead-letter queue",
+            || async { self.dead_letter_depth().await == before + rejected },
+        )
+        .await;
+        rejected
+    }
+
+    /// Takes each message of the dead-letter queue and returns it (`basic.nack` with
+    /// requeue), `times` times over, as a browsing tool does: on RabbitMQ 3.x to 4.2 every
+    /// return counts as a failed delivery, towards the queue's delivery limit.
+    pub async fn return_dead_letters(&self, times: u32) {
+        let (connection, channel) = self.channel().await;
+        let queue = self.topology().dead_letter_queue();
+        let back = BasicNackOptions {
+            requeue: true,
+            multiple: false,
+        };
+        let depth = self.dead_letter_depth().await;
+        for _ in 0..times {
+            let mut held = Vec::new();
+            for _ in 0..depth {
+                match channel
+                    .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+                    .await
+                    .expect("basic.get")
+                {
+                    Some(message) => held.push(message.delivery),
+                    None => break,
+                }
+            }
+            for delivery in held {
+                delivery.acker.nack(back).await.expect("basic.nack");
+            }
         }
         let _ = connection.close(200, "done".into()).await;
     }

@@ -1,7 +1,9 @@
 //! The gateway's routes. Probes and metrics come from `common::health`; every route here and
-//! there is described in `openapi.json`, which a test holds to this router.
+//! there is described in `openapi.json` (but for the docs page's own files), which a test
+//! holds to this router.
 
 mod billing;
+mod docs;
 mod movies;
 mod openapi;
 
@@ -35,5 +37,8 @@ pub fn router(state: AppState) -> Router {
             get(billing::forward_orders),
         )
         .route("/api/openapi.json", get(openapi::document))
+        .route("/api/docs", get(docs::page))
+        // The page's own files: not part of the API, so not in openapi.json.
+        .route("/api/docs/{*file}", get(docs::file))
         .with_state(state)
 }

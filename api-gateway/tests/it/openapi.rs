@@ -1,6 +1,7 @@
 //! `GET /api/openapi.json` describes exactly what the gateway serves: every route of the
 //! router is documented, and every documented operation is served (not answered by the
-//! gateway's 404/405 fallbacks), while undocumented methods get 405.
+//! gateway's 404/405 fallbacks), while undocumented methods get 405. The docs page's own files
+//! are the one deliberate exception (`UNDOCUMENTED`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,6 +15,10 @@ const ROUTER_SOURCES: [&str; 2] = [
     include_str!("../../src/routes/mod.rs"),
     include_str!("../../../common/src/health.rs"),
 ];
+
+/// Routes served on purpose without being in the document: the docs page's own scripts and
+/// styles, which are not part of the API.
+const UNDOCUMENTED: [&str; 1] = ["/api/docs/{}"];
 
 const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
 
@@ -39,6 +44,7 @@ fn router_paths() -> BTreeSet<String> {
         .flat_map(|source| source.split(".route(").skip(1))
         .filter_map(|call| call.trim_start().strip_prefix('"')?.split('"').next())
         .map(normalize)
+        .filter(|path| !UNDOCUMENTED.contains(&path.as_str()))
         .collect()
 }
 
@@ -117,4 +123,55 @@ async fn the_document_and_the_router_match_both_ways() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn the_docs_page_and_every_file_it_loads_are_served_by_the_gateway_itself() {
+    let gateway = gateway_alone(no_broker()).await;
+    let page = reqwest::get(format!("{}/api/docs/", gateway.url()))
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = page.text().await.unwrap();
+    let files: Vec<&str> = page
+        .split(['"', '\''])
+        .filter(|part| part.starts_with("/api/docs/"))
+        .collect();
+    assert!(files.len() >= 4, "{page}");
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "{page}"
+    );
+    for file in files {
+        let response = reqwest::get(format!("{}{file}", gateway.url()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{file}");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let expected = match file.rsplit('.').next() {
+            Some("css") => "text/css",
+            Some("js") => "text/javascript",
+            Some("png") => "image/png",
+            other => panic!("unexpected file {file} ({other:?})"),
+        };
+        assert_eq!(content_type, expected, "{file}");
+        let body = response.text().await.unwrap_or_default();
+        if file.ends_with("swagger-initializer.js") {
+            assert!(body.contains("\"/api/openapi.json\""), "{body}");
+            assert!(body.contains("\"validatorUrl\": \"none\""), "{body}");
+        }
+    }
+    let missing = reqwest::get(format!("{}/api/docs/nothing.js", gateway.url()))
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
 }

@@ -114,6 +114,22 @@ async fn one_order_is_found_by_id() {
 }
 
 #[tokio::test]
+async fn every_amount_is_answered_with_two_decimals_even_zero() {
+    let mut orders = [order(1), order(2), order(3)];
+    orders[0].total_amount = Decimal::ZERO;
+    orders[1].total_amount = Decimal::new(250, 0);
+    orders[2].total_amount = Decimal::new(5, 1);
+    let app = app_with(&orders).await;
+    for (order, expected) in orders.iter().zip(["0.00", "250.00", "0.50"]) {
+        let (status, found) = app.get(&format!("/api/orders/{}", order.order_id)).await;
+        assert_eq!(
+            (status, found["total_amount"].as_str()),
+            (200, Some(expected))
+        );
+    }
+}
+
+#[tokio::test]
 async fn bad_parameters_are_400() {
     let app = app_with(&[]).await;
     for query in [

@@ -1,12 +1,14 @@
 //! billing-app's integration tests, against the real PostgreSQL and RabbitMQ with a fresh
 //! database and queue per test. `consumer`, `storage` and `topology` run the real binary (to
 //! kill it and read its output), `db_crash` the same on a private PostgreSQL (to crash that);
+//! `dead_letters` runs its `dead-letters` command;
 //! `hostile` serves the real application on a socket in this process, and `api` drives it
 //! in-process without one.
 
 mod api;
 mod consumer;
 mod db_crash;
+mod dead_letters;
 mod hostile;
 mod storage;
 mod topology;
