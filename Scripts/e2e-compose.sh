@@ -481,7 +481,14 @@ for service in api-gateway inventory-app billing-app; do
   check "$image is under 40 MB" [ "$bytes" -lt 40000000 ]
 done
 
-# --- 10. backups: taken, copied away, restored into a fresh stack --------------------------
+# --- 10. the Postman collection against the live stack -----------------------------------
+# After the checks of stored users above: the collection deletes every movie and leaves orders
+# of its own, which the backup below then carries like any other.
+
+say "the Postman collection (newman) against $PLAIN"
+check "every assertion of postman/ passes against the Compose stack" Scripts/check-postman.sh "$PLAIN"
+
+# --- 11. backups: taken, copied away, restored into a fresh stack --------------------------
 
 say "backups: backup-now (BACKUP_KEEP=2), copy them away, down -v, up, restore"
 backup_run() { docker compose --profile backup run --rm -T "$@"; }
