@@ -18,7 +18,8 @@ echo "docker compose config:"
 docker-compose config -q
 docker-compose --profile monitoring config -q
 docker-compose --profile backup config -q
-echo "  docker-compose.yml ok (default, monitoring and backup profiles)"
+docker-compose -f docker-compose.yml -f docker-compose.ha.yml config -q
+echo "  docker-compose.yml ok (default, monitoring and backup profiles), with docker-compose.ha.yml too"
 
 echo "shellcheck:"
 mapfile -t scripts < <(git ls-files -co --exclude-standard '*.sh' .ci/run orchestrator.sh | sort -u)
