@@ -44,13 +44,15 @@ bench/run.sh --smoke
 
 step "the Compose stack end to end, the Postman collection included (Scripts/e2e-compose.sh)"
 if [ "${SKIP_COMPOSE_E2E:-}" = 1 ]; then
-  echo "WARNING: SKIP_COMPOSE_E2E=1: the Compose end-to-end test was NOT run" >&2
+  echo "WARNING: SKIP_COMPOSE_E2E=1: the Compose end-to-end tests were NOT run" >&2
 elif ! docker info >/dev/null 2>&1; then
-  echo "error: no Docker engine answers (docker info failed): the Compose end-to-end test needs one." >&2
+  echo "error: no Docker engine answers (docker info failed): the Compose end-to-end tests need one." >&2
   echo "       Start Docker, or set SKIP_COMPOSE_E2E=1 to run everything else." >&2
   exit 1
 else
   Scripts/e2e-compose.sh
+  step "the HA Compose stack under node failures: kill, pause, partition, leader, consumer (Scripts/e2e-ha.sh)"
+  Scripts/e2e-ha.sh
 fi
 
 step "all checks passed"

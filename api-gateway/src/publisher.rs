@@ -10,6 +10,10 @@
 //! Under broker pressure nothing piles up: while the broker blocks publishers (a memory or
 //! disk alarm) orders fail at once, and at most `PUBLISH_MAX_UNCONFIRMED` messages may be
 //! published and unconfirmed; beyond that, orders fail at once too.
+//!
+//! A node that stops answering without closing its connections (frozen, cut off) is left
+//! after the first missed confirm rather than after two missed heartbeats, and the next node
+//! of `RABBITMQ_HOSTS` is tried: on a cluster, the others usually are fine.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -21,7 +25,7 @@ use common::order::Order;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{Channel, Confirmation, Connection, ConnectionStatus};
 use prometheus::{HistogramOpts, HistogramVec};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// Why an order was not accepted: the client gets 503 in every case.
@@ -66,6 +70,9 @@ impl PublishError {
     }
 }
 
+/// How long a connection being given up may take to say goodbye.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 pub struct Publisher {
     inner: Arc<Inner>,
@@ -79,8 +86,6 @@ struct Inner {
     /// One per message published and not yet confirmed, including those whose client already
     /// got 503 when the confirm was late: this bounds what the broker connection buffers.
     unconfirmed: Arc<Semaphore>,
-    /// Woken when publishing finds the channel unusable, to reconnect at once.
-    broken: Notify,
     /// Time from publish to confirm, by outcome.
     latency: HistogramVec,
 }
@@ -89,6 +94,10 @@ struct Inner {
 struct Link {
     channel: Channel,
     connection: ConnectionStatus,
+    /// Cancelled when this connection is given up: by a publish that found it unusable (the
+    /// session then reconnects, to the next node), or by the session ending. One per
+    /// connection, so a late verdict on an old connection never ends its successor.
+    retired: CancellationToken,
 }
 
 impl Publisher {
@@ -118,7 +127,6 @@ impl Publisher {
                 confirm_timeout,
                 link: RwLock::new(None),
                 unconfirmed: Arc::new(Semaphore::new(max_unconfirmed)),
-                broken: Notify::new(),
                 latency,
             }),
         }
@@ -138,31 +146,74 @@ impl Publisher {
         connection: Connection,
         shutdown: &CancellationToken,
     ) -> lapin::Result<()> {
+        self.declare_topology(&connection).await?;
         let channel = connection.create_channel().await?;
-        self.inner.topology.declare(&channel).await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
+        let retired = CancellationToken::new();
         self.set_link(Some(Link {
             channel: channel.clone(),
             connection: connection.status().clone(),
+            retired: retired.clone(),
         }));
         tracing::info!(queue = %self.inner.topology.queue, "ready to publish");
 
         let outcome = tokio::select! {
             err = amqp::connection_lost(&connection) => Err(err),
-            () = self.inner.broken.notified() => Err(lapin::ErrorKind::InvalidChannelState(
+            () = retired.cancelled() => Err(lapin::ErrorKind::InvalidChannelState(
                 lapin::ChannelState::Error,
-                "publishing failed on this channel",
+                "publishing failed on this connection",
             ).into()),
             () = shutdown.cancelled() => Ok(()),
         };
         self.set_link(None);
+        retired.cancel();
         if connection.status().connected() {
-            let _ = channel.close(200, "api-gateway closing".into()).await;
-            let _ = connection.close(200, "api-gateway closing".into()).await;
+            let goodbye = async move {
+                let _ = channel.close(200, "api-gateway closing".into()).await;
+                let _ = connection.close(200, "api-gateway closing".into()).await;
+            };
+            // Bounded, since a frozen node never answers; and when leaving a node that failed,
+            // in the background, since the next node is waiting.
+            let goodbye = tokio::time::timeout(CLOSE_TIMEOUT, goodbye);
+            if outcome.is_ok() {
+                let _ = goodbye.await;
+            } else {
+                tokio::spawn(goodbye);
+            }
         }
         outcome
+    }
+
+    /// Declares the queues on a channel of its own, waiting at most the confirm timeout. A
+    /// declaration can hang on a live node while another node of the cluster is frozen
+    /// (RabbitMQ up to 4.2 keeps its metadata in Mnesia, whose transactions wait for every
+    /// node until the frozen one is declared down, 45-75 s later: the CI's stand-in is 4.0;
+    /// 4.3's Raft-based Khepri needs only a majority). The queue then nearly always exists
+    /// already, declared at an earlier connection, so publishing goes ahead; were it missing,
+    /// every order would come back unroutable and be refused, and the next connection
+    /// declares again.
+    async fn declare_topology(&self, connection: &Connection) -> lapin::Result<()> {
+        let channel = connection.create_channel().await?;
+        match tokio::time::timeout(
+            self.inner.confirm_timeout,
+            self.inner.topology.declare(&channel),
+        )
+        .await
+        {
+            Ok(declared) => {
+                declared?;
+                let _ = channel.close(200, "declared".into()).await;
+            }
+            Err(_slow) => tracing::warn!(
+                queue = %self.inner.topology.queue,
+                "declaring the queues takes longer than {:?} on this node (is another node of \
+                 the cluster unresponsive?); publishing meanwhile",
+                self.inner.confirm_timeout
+            ),
+        }
+        Ok(())
     }
 
     fn set_link(&self, link: Option<Link>) {
@@ -214,6 +265,7 @@ impl Publisher {
         let Link {
             channel,
             connection,
+            retired,
         } = self.link().ok_or(PublishError::Disconnected)?;
         if connection.blocked() {
             return Err(PublishError::Blocked);
@@ -247,7 +299,7 @@ impl Publisher {
             Ok(Ok(Confirmation::Ack(None))) => Ok(()),
             Ok(Ok(Confirmation::Ack(Some(_returned)))) => {
                 // The queue is gone: reconnecting declares it again.
-                self.inner.broken.notify_waiters();
+                retired.cancel();
                 Err(PublishError::Refused)
             }
             Ok(Ok(Confirmation::Nack(_) | Confirmation::NotRequested)) => {
@@ -255,12 +307,25 @@ impl Publisher {
             }
             Ok(Err(err)) => {
                 if !channel.status().connected() {
-                    self.inner.broken.notify_waiters();
+                    retired.cancel();
                 }
                 Err(PublishError::Broker(err))
             }
             Err(_elapsed) => {
-                tokio::spawn(confirmation);
+                // The slot stays taken until the confirm comes or the connection is given up.
+                let given_up = retired.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = confirmation => {}
+                        () = given_up.cancelled() => {}
+                    }
+                });
+                // Not blocked, and yet no confirm: the node is frozen, cut off or failing.
+                // (While the broker blocks us, confirms are late on every node alike.)
+                if !connection.blocked() {
+                    tracing::warn!("no confirm from RabbitMQ in time; moving to the next node");
+                    retired.cancel();
+                }
                 Err(PublishError::NoConfirm)
             }
         }

@@ -135,10 +135,12 @@ async fn orders_are_accepted_within_2_s_of_the_broker_answering_after_a_long_out
     );
 }
 
-#[tokio::test]
-async fn with_its_node_killed_the_gateway_moves_to_the_next_node_at_once() {
-    // Two separate nodes stand in for a cluster's: what is tested is the client moving on.
-    let (mut first, second) = (PrivateBroker::start().await, PrivateBroker::start().await);
+/// A gateway process given both nodes (`RABBITMQ_HOSTS`, `first` first), ready, the URL of
+/// its orders, and its queue (removed when dropped).
+async fn gateway_on_two_nodes(
+    first: &PrivateBroker,
+    second: &PrivateBroker,
+) -> (testkit::ServiceProcess, String, TestQueue) {
     let queue = first.queue();
     let nowhere = dead_url().await;
     let env = [
@@ -156,18 +158,31 @@ async fn with_its_node_killed_the_gateway_moves_to_the_next_node_at_once() {
     let gateway = testkit::ServiceProcess::start(env!("CARGO_BIN_EXE_api-gateway"), &env).await;
     wait_for_ready(&gateway.url(), 200).await;
     let url = format!("{}/api/billing", gateway.url());
+    (gateway, url, queue)
+}
+
+/// Posts `order` every 50 ms until one is accepted; the time that took.
+async fn time_to_next_200(url: &str, order: &serde_json::Value) -> Duration {
+    let since = Instant::now();
+    loop {
+        if post_json(url, order).await.status() == 200 {
+            return since.elapsed();
+        }
+        assert!(since.elapsed() < Duration::from_secs(60), "never moved on");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn with_its_node_killed_the_gateway_moves_to_the_next_node_at_once() {
+    // Two separate nodes stand in for a cluster's: what is tested is the client moving on.
+    let (mut first, second) = (PrivateBroker::start().await, PrivateBroker::start().await);
+    let (gateway, url, _queue) = gateway_on_two_nodes(&first, &second).await;
     let order = json!({"user_id": "6", "number_of_items": "1", "total_amount": "2"});
     assert_eq!(post_json(&url, &order).await.status(), 200);
 
     first.kill().await;
-    let killed = Instant::now();
-    let moved = loop {
-        if post_json(&url, &order).await.status() == 200 {
-            break killed.elapsed();
-        }
-        assert!(killed.elapsed() < Duration::from_secs(30), "never moved on");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let moved = time_to_next_200(&url, &order).await;
     eprintln!("orders accepted on the next node {moved:.2?} after the first was killed");
     // A killed node's connection fails at once (no heartbeat to wait for), and the next node
     // is tried without a backoff: well within the 2 s this system promises after an outage.
@@ -180,6 +195,36 @@ async fn with_its_node_killed_the_gateway_moves_to_the_next_node_at_once() {
         )),
         "{log}"
     );
+    assert!(
+        log.contains(&format!(
+            "connected to RabbitMQ node 127.0.0.1:{}",
+            second.port()
+        )),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn with_its_node_frozen_the_gateway_moves_to_the_next_node_after_one_missed_confirm() {
+    // A frozen node (SIGSTOP, a VM stalled, packets dropped) keeps its TCP connections open and
+    // answers nothing: only the heartbeat would notice, after two missed ones (20 s). A missed
+    // confirm is the earlier sign, and the other nodes may be fine.
+    let (first, second) = (PrivateBroker::start().await, PrivateBroker::start().await);
+    let (gateway, url, _queue) = gateway_on_two_nodes(&first, &second).await;
+    let order = json!({"user_id": "7", "number_of_items": "1", "total_amount": "2"});
+    assert_eq!(post_json(&url, &order).await.status(), 200);
+
+    first.freeze();
+    let moved = time_to_next_200(&url, &order).await;
+    first.resume();
+    eprintln!("orders accepted on the next node {moved:.2?} after the first was frozen");
+    // The confirm timeout (1 s here) and the next node's handshake (the goodbye to the frozen
+    // node runs in the background): within 3 s, against the heartbeat's 20 s.
+    assert!(
+        moved < CONFIRM_TIMEOUT + Duration::from_secs(2),
+        "moved on after {moved:.2?}"
+    );
+    let log = gateway.output();
     assert!(
         log.contains(&format!(
             "connected to RabbitMQ node 127.0.0.1:{}",

@@ -198,22 +198,35 @@ async fn an_unconfirmed_order_gets_503_with_its_id_and_a_retry_with_that_key_is_
         "{message}"
     );
 
-    // The held message reaches the broker after all, and the retry is the same order.
+    // The gateway gave up on the connection that missed the confirm; the client retries, as
+    // the 503's Retry-After invites, with the order id as its key, until it has reconnected.
     broker.restore();
-    let response = reqwest::Client::new()
-        .post(&url)
-        .header("idempotency-key", order_id)
-        .json(&order)
-        .send()
-        .await
-        .unwrap();
-    let (status, accepted) = json_of(response).await;
-    assert_eq!(
-        (status, accepted["order_id"].as_str()),
-        (200, Some(order_id))
-    );
-    eventually(Duration::from_secs(5), "both messages queued", || async {
-        queue.depth().await == 2
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let accepted = loop {
+        let response = http
+            .post(&url)
+            .header("idempotency-key", order_id)
+            .json(&order)
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = json_of(response).await;
+        if status == 200 {
+            break body;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not accepted within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(accepted["order_id"].as_str(), Some(order_id));
+    // Whether the unconfirmed message reached the broker after all or not, every message
+    // queued is that one order, which billing-app stores once.
+    eventually(Duration::from_secs(5), "the order queued", || async {
+        queue.depth().await >= 1
     })
     .await;
     let ids: Vec<String> = queue
@@ -222,7 +235,10 @@ async fn an_unconfirmed_order_gets_503_with_its_id_and_a_retry_with_that_key_is_
         .iter()
         .map(|m| m.properties.message_id().as_ref().unwrap().to_string())
         .collect();
-    assert_eq!(ids, [order_id, order_id], "billing-app stores that id once");
+    assert!(
+        !ids.is_empty() && ids.iter().all(|id| id == order_id),
+        "only {order_id} is queued: {ids:?}"
+    );
 }
 
 #[tokio::test]
