@@ -73,6 +73,10 @@ impl PublishError {
 /// How long a connection being given up may take to say goodbye.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long declaring the queues may hold up publishing on a new connection: declaring queues
+/// that exist takes milliseconds.
+const DECLARE_TIMEOUT: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 pub struct Publisher {
     inner: Arc<Inner>,
@@ -186,7 +190,7 @@ impl Publisher {
         outcome
     }
 
-    /// Declares the queues on a channel of its own, waiting at most the confirm timeout. A
+    /// Declares the queues on a channel of its own, waiting at most [`DECLARE_TIMEOUT`]. A
     /// declaration can hang on a live node while another node of the cluster is frozen
     /// (RabbitMQ up to 4.2 keeps its metadata in Mnesia, whose transactions wait for every
     /// node until the frozen one is declared down, 45-75 s later: the CI's stand-in is 4.0;
@@ -196,21 +200,15 @@ impl Publisher {
     /// declares again.
     async fn declare_topology(&self, connection: &Connection) -> lapin::Result<()> {
         let channel = connection.create_channel().await?;
-        match tokio::time::timeout(
-            self.inner.confirm_timeout,
-            self.inner.topology.declare(&channel),
-        )
-        .await
-        {
+        match tokio::time::timeout(DECLARE_TIMEOUT, self.inner.topology.declare(&channel)).await {
             Ok(declared) => {
                 declared?;
                 let _ = channel.close(200, "declared".into()).await;
             }
             Err(_slow) => tracing::warn!(
                 queue = %self.inner.topology.queue,
-                "declaring the queues takes longer than {:?} on this node (is another node of \
-                 the cluster unresponsive?); publishing meanwhile",
-                self.inner.confirm_timeout
+                "declaring the queues takes longer than {DECLARE_TIMEOUT:?} on this node (is \
+                 another node of the cluster unresponsive?); publishing meanwhile"
             ),
         }
         Ok(())
