@@ -27,19 +27,10 @@ HTTPS=https://localhost:$HTTPS_PORT
 ALERT_FOR=10s
 WORK=$(mktemp -d)
 CA=$WORK/entry-root.crt
-PASSED=0
-FAILED=0
 RECEIVER_PID=
 
-say() { printf '\n--- %s\n' "$*"; }
-pass() { printf 'PASS  %s\n' "$1"; PASSED=$((PASSED + 1)); }
-fail() { printf 'FAIL  %s\n' "$1"; FAILED=$((FAILED + 1)); }
-# check NAME COMMAND...: one PASS or FAIL line for the command's outcome.
-check() {
-  local name=$1
-  shift
-  if "$@"; then pass "$name"; else fail "$name"; fi
-}
+# shellcheck source=Scripts/lib/checks.sh
+source Scripts/lib/checks.sh
 now() { date +%s.%N; }
 # since T: seconds from T to now, one decimal.
 since() { awk -v t="$1" -v n="$(now)" 'BEGIN { printf "%.1f", n - t }'; }
@@ -93,17 +84,6 @@ sql() {
 }
 movies_sql() {
   docker compose exec -T inventory-db psql -v ON_ERROR_STOP=1 -qAt -c "$1"
-}
-
-# eventually SECONDS COMMAND...: retries the command once a second until it succeeds.
-eventually() {
-  local limit=$1
-  shift
-  local deadline=$((SECONDS + limit))
-  until "$@"; do
-    [ "$SECONDS" -lt "$deadline" ] || return 1
-    sleep 1
-  done
 }
 
 users_stored() { sql "SELECT string_agg(user_id::text, ',' ORDER BY user_id) FROM orders"; }

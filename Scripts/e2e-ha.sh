@@ -31,28 +31,11 @@ export COMPOSE_FILE=docker-compose.yml:docker-compose.ha.yml
 PLAIN=http://127.0.0.1:${API_GATEWAY_PUBLISHED_PORT:-3000}
 CLIENTS=${E2E_HA_CLIENTS:-6}
 WORK=$(mktemp -d)
-PASSED=0
-FAILED=0
 LOADER_PID=
 NODES=(rabbitmq rabbitmq-1 rabbitmq-2)
 
-say() { printf '\n--- %s\n' "$*"; }
-pass() { printf 'PASS  %s\n' "$1"; PASSED=$((PASSED + 1)); }
-fail() { printf 'FAIL  %s\n' "$1"; FAILED=$((FAILED + 1)); }
-check() {
-  local name=$1
-  shift
-  if "$@"; then pass "$name"; else fail "$name"; fi
-}
-eventually() {
-  local limit=$1
-  shift
-  local deadline=$((SECONDS + limit))
-  until "$@"; do
-    [ "$SECONDS" -lt "$deadline" ] || return 1
-    sleep 1
-  done
-}
+# shellcheck source=Scripts/lib/checks.sh
+source Scripts/lib/checks.sh
 
 cleanup() {
   local status=$?
