@@ -88,7 +88,8 @@ struct Inner {
     /// The confirm-mode channel and its connection's state, while connected.
     link: RwLock<Option<Link>>,
     /// One per message published and not yet confirmed, including those whose client already
-    /// got 503 when the confirm was late: this bounds what the broker connection buffers.
+    /// got 503 when the confirm was late, until its connection is given up: this bounds what
+    /// the broker connection buffers.
     unconfirmed: Arc<Semaphore>,
     /// Time from publish to confirm, by outcome.
     latency: HistogramVec,
@@ -191,10 +192,10 @@ impl Publisher {
     }
 
     /// Declares the queues on a channel of its own, waiting at most [`DECLARE_TIMEOUT`]. A
-    /// declaration can hang on a live node while another node of the cluster is frozen
-    /// (RabbitMQ up to 4.2 keeps its metadata in Mnesia, whose transactions wait for every
-    /// node until the frozen one is declared down, 45-75 s later: the CI's stand-in is 4.0;
-    /// 4.3's Raft-based Khepri needs only a majority). The queue then nearly always exists
+    /// declaration can hang on a live node while another node of the cluster is frozen (on
+    /// Mnesia, the metadata store of the CI's RabbitMQ 4.0 stand-in, a transaction waits for
+    /// every node until the frozen one is declared down, 45-75 s later; Khepri, the Raft-based
+    /// store of the 4.3 image, needs only a majority). The queue then nearly always exists
     /// already, declared at an earlier connection, so publishing goes ahead; were it missing,
     /// every order would come back unroutable and be refused, and the next connection
     /// declares again.
@@ -320,7 +321,7 @@ impl Publisher {
                 });
                 // Not blocked, and yet no confirm: the node is frozen, cut off or failing.
                 // (While the broker blocks us, confirms are late on every node alike.)
-                if !connection.blocked() {
+                if !connection.blocked() && !retired.is_cancelled() {
                     tracing::warn!("no confirm from RabbitMQ in time; moving to the next node");
                     retired.cancel();
                 }
