@@ -507,7 +507,7 @@ check "the scheduled backup service waits for the interval, then takes a backup"
 check "   its healthcheck passes" docker compose exec -T backup /bin/sh /opt/backup/backup.sh health
 backup_run backup list >"$WORK/list" 2>&1 || true
 check "   and two of each database are still kept" kept_two
-# What the README says to do: the backups volume copied off the machine.
+# What docs/operations.md ("Backups") says to do: the backups volume copied off the machine.
 docker compose stop backup >/dev/null 2>&1
 mkdir -p "$WORK/saved"
 compose_all cp backup:/backups/. "$WORK/saved/" >/dev/null

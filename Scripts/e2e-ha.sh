@@ -18,8 +18,9 @@
 # After each: every order answered 200 is stored exactly once under its id, no request is
 # stored twice, nothing is stored unless its client got a 200 or a 503 naming the order
 # (Scripts/lib/order-load.py check), and the time during which requests got anything but
-# 200 stays within the bound stated for that fault (README, "Scaling out"). Prints a table
-# of the figures and always removes the stack and its volumes at the end.
+# 200 stays within the bound stated for that fault (docs/testing.md, the table of
+# Scripts/e2e-ha.sh; what survives what: docs/scaling-out.md). Prints a table of the figures
+# and always removes the stack and its volumes at the end.
 #
 # Runs under its own Compose project name; needs the entry's ports (3000, 80, 443) and
 # 15672 free, a Docker engine with the compose plugin, and python3.

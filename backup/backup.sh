@@ -12,7 +12,7 @@
 # A backup is `pg_dump -Fc` (compressed, restorable with pg_restore) written to
 # /backups/<database>-<UTC timestamp>.dump, e.g. orders-20261202T031500Z.dump, through a
 # temporary name, so a file with that name is always complete. The newest BACKUP_KEEP of each
-# database are kept. From the host: README, section "Backups".
+# database are kept. From the host: docs/operations.md, section "Backups".
 set -eu
 
 BACKUP_DIR=${BACKUP_DIR:-/backups}

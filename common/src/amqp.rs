@@ -202,7 +202,8 @@ impl Topology {
     ///
     /// A queue that exists with other arguments (declared by an older version) makes the
     /// broker refuse with PRECONDITION_FAILED; that is logged as an error saying what to do
-    /// (README.md, "Upgrading the queues") and returned, so the caller keeps retrying.
+    /// (docs/delivery-guarantees.md, "Upgrading the queues") and returned, so the caller keeps
+    /// retrying.
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
         let quorum = |extra: &[(&str, AMQPValue)]| {
             let mut args = FieldTable::default();
@@ -267,8 +268,8 @@ async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> lapin
         tracing::error!(
             queue = name,
             "queue {name} exists with other arguments than this version declares ({}): it was \
-             declared by an older version; drain it, delete it and restart (README.md, \
-             \"Upgrading the queues\")",
+             declared by an older version; drain it, delete it and restart \
+             (docs/delivery-guarantees.md, \"Upgrading the queues\")",
             refusal.get_message()
         );
     }

@@ -185,6 +185,6 @@ async fn a_queue_declared_by_an_older_version_is_reported_clearly() {
         line.contains("inequivalent arg"),
         "the broker's reason: {line}"
     );
-    assert!(line.contains("Upgrading"), "points to the README: {line}");
+    assert!(line.contains("Upgrading"), "points to the docs: {line}");
     wait_for_ready(&service.url(), 503).await;
 }
