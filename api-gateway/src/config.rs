@@ -58,7 +58,10 @@ fn service_url(env: &Env, name: &str, default: &str) -> Result<Uri, ConfigError>
     };
     let uri: Uri = raw.parse().map_err(|_| invalid())?;
     let has_no_path = uri.path_and_query().is_none_or(|p| p.as_str() == "/");
-    if uri.scheme_str() != Some("http") || uri.authority().is_none() || !has_no_path {
+    // Credentials in the URL would be sent to the service as its Host.
+    let has_userinfo = uri.authority().is_some_and(|a| a.as_str().contains('@'));
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() || !has_no_path || has_userinfo
+    {
         return Err(invalid());
     }
     Ok(uri)
@@ -82,7 +85,13 @@ mod tests {
             let env = Env::from_pairs([("INVENTORY_APP_URL", good)]);
             assert!(Settings::from_env(&env).is_ok(), "{good}");
         }
-        for bad in ["inventory-app:8080", "https://x:1", "http://x:1/api", "::"] {
+        for bad in [
+            "inventory-app:8080",
+            "https://x:1",
+            "http://x:1/api",
+            "::",
+            "http://user:secret@x:1",
+        ] {
             let env = Env::from_pairs([("INVENTORY_APP_URL", bad)]);
             let err = Settings::from_env(&env).unwrap_err().to_string();
             assert!(err.contains("INVENTORY_APP_URL"), "{bad}: {err}");

@@ -3,9 +3,9 @@
 //! The request keeps its method, path, query, headers and body; the response comes back with
 //! its status, headers and body. Both bodies stream through without being buffered whole.
 //! Hop-by-hop headers (RFC 9110 §7.6.1) are dropped in both directions, and the client's
-//! address is added as `X-Forwarded-For`. The hyper client used here never follows redirects
-//! and never reads proxy settings from the environment, so the gateway only ever talks to the
-//! configured service, over pooled keep-alive connections.
+//! address is added as `X-Forwarded-For`. Redirects are passed back, never followed, and no
+//! proxy setting of the environment is read: the gateway only ever talks to the configured
+//! service, over the keep-alive connections of its [`ConnectionPool`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -13,14 +13,13 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use axum::http::uri::{Authority, PathAndQuery, Scheme};
+use axum::http::uri::PathAndQuery;
 use axum::http::{StatusCode, Uri, Version};
 use axum::response::Response;
 use common::http::{JsonError, MAX_BODY_BYTES};
 use http_body_util::{BodyExt, LengthLimitError};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+
+use crate::connection_pool::{ConnectionPool, SendError};
 
 /// Headers that describe one connection, not the message: never forwarded.
 const HOP_BY_HOP: [HeaderName; 9] = [
@@ -70,34 +69,28 @@ impl From<ProxyError> for JsonError {
 }
 
 /// A backing service the gateway forwards to, with its own connection pool.
-#[derive(Clone)]
 pub struct Upstream {
     name: &'static str,
-    scheme: Scheme,
-    authority: Authority,
-    client: Client<HttpConnector, Body>,
+    /// The service's `Host`, as the requests sent to it carry it.
+    host: HeaderValue,
+    connections: ConnectionPool,
     timeout: Duration,
 }
 
 impl Upstream {
-    /// `base` is the service's `http://host:port`; `timeout` bounds the wait for response
-    /// headers (a slow body after that keeps streaming).
+    /// `base` is the service's `http://host[:port]` (the settings accept no other scheme);
+    /// `timeout` bounds the wait for response headers (a slow body after that keeps streaming).
     pub fn new(name: &'static str, base: &Uri, timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
+        let authority = base
+            .authority()
+            .map_or("127.0.0.1", |authority| authority.as_str());
+        let host = base.host().unwrap_or("127.0.0.1");
+        let port = base.port_u16().unwrap_or(80);
         Self {
             name,
-            scheme: base.scheme().cloned().unwrap_or(Scheme::HTTP),
-            authority: base
-                .authority()
-                .cloned()
-                .unwrap_or_else(|| Authority::from_static("127.0.0.1")),
-            client,
+            host: HeaderValue::from_str(authority)
+                .unwrap_or_else(|_| HeaderValue::from_static("127.0.0.1")),
+            connections: ConnectionPool::new(format!("{host}:{port}")),
             timeout,
         }
     }
@@ -109,20 +102,15 @@ impl Upstream {
         client: SocketAddr,
         path_and_query: PathAndQuery,
     ) -> Result<Response, ProxyError> {
-        let target = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|_| ProxyError::BadGateway(self.name))?;
-        *request.uri_mut() = target;
+        // Origin form (`/path?query`): the connection already says which server it is.
+        *request.uri_mut() = Uri::from(path_and_query);
         *request.version_mut() = Version::HTTP_11;
         let headers = request.headers_mut();
         remove_hop_by_hop(headers);
-        add_forwarded(headers, client);
+        add_forwarded(headers, client, self.host.clone());
         let request = request.map(|body| Body::new(body.map_err(ClientBodyError)));
 
-        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+        let response = tokio::time::timeout(self.timeout, self.connections.send(request))
             .await
             .map_err(|_| ProxyError::Timeout(self.name))?
             .map_err(|err| {
@@ -134,10 +122,9 @@ impl Upstream {
                     };
                 }
                 tracing::warn!(upstream = self.name, "forwarding failed: {err:?}");
-                if err.is_connect() {
-                    ProxyError::Unavailable(self.name)
-                } else {
-                    ProxyError::BadGateway(self.name)
+                match err {
+                    SendError::Connect(_) => ProxyError::Unavailable(self.name),
+                    SendError::Request(_) => ProxyError::BadGateway(self.name),
                 }
             })?;
         let mut response = response.map(Body::new);
@@ -179,13 +166,13 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Appends the client to `X-Forwarded-For`, and says how the request first arrived: the
 /// `X-Forwarded-Proto` and `X-Forwarded-Host` of a reverse proxy in front (the Compose entry
-/// terminates TLS) are kept, otherwise this hop's own are set. The `Host` header is removed so
-/// that the client library sets the upstream's own.
-fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr) {
+/// terminates TLS) are kept, otherwise this hop's own are set. `Host` becomes the upstream's,
+/// `upstream_host`.
+fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, upstream_host: HeaderValue) {
     let client_ip = ip_text(client.ip());
     let forwarded_for = match headers.get(X_FORWARDED_FOR).map(HeaderValue::to_str) {
-        Some(Ok(earlier)) => HeaderValue::from_str(&format!("{earlier}, {client_ip}")),
-        _ => HeaderValue::from_str(&client_ip),
+        Some(Ok(earlier)) => HeaderValue::try_from(format!("{earlier}, {client_ip}")),
+        _ => HeaderValue::try_from(client_ip),
     };
     if let Ok(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR, value);
@@ -196,7 +183,7 @@ fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr) {
     if !proto_given {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
-    if let Some(host) = headers.remove(header::HOST)
+    if let Some(host) = headers.insert(header::HOST, upstream_host)
         && !headers.contains_key(X_FORWARDED_HOST)
     {
         headers.insert(X_FORWARDED_HOST, host);
@@ -228,6 +215,10 @@ fn ip_text(ip: IpAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn upstream_host() -> HeaderValue {
+        HeaderValue::from_static("inventory-app:8080")
+    }
 
     #[test]
     fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
@@ -273,11 +264,15 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(X_FORWARDED_FOR, HeaderValue::from_static("203.0.113.9"));
         headers.insert(header::HOST, HeaderValue::from_static("shop.example"));
-        add_forwarded(&mut headers, "10.1.2.3:4567".parse().unwrap());
+        add_forwarded(
+            &mut headers,
+            "10.1.2.3:4567".parse().unwrap(),
+            upstream_host(),
+        );
         assert_eq!(headers[X_FORWARDED_FOR], "203.0.113.9, 10.1.2.3");
         assert_eq!(headers[X_FORWARDED_PROTO], "http");
         assert_eq!(headers[X_FORWARDED_HOST], "shop.example");
-        assert!(!headers.contains_key(header::HOST));
+        assert_eq!(headers[header::HOST], "inventory-app:8080");
     }
 
     #[test]
@@ -287,14 +282,22 @@ mod tests {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         headers.insert(X_FORWARDED_HOST, HeaderValue::from_static("shop.example"));
         headers.insert(header::HOST, HeaderValue::from_static("api-gateway:3000"));
-        add_forwarded(&mut headers, "172.18.0.5:4567".parse().unwrap());
+        add_forwarded(
+            &mut headers,
+            "172.18.0.5:4567".parse().unwrap(),
+            upstream_host(),
+        );
         assert_eq!(headers[X_FORWARDED_FOR], "203.0.113.9, 172.18.0.5");
         assert_eq!(headers[X_FORWARDED_PROTO], "https");
         assert_eq!(headers[X_FORWARDED_HOST], "shop.example");
 
         let mut headers = HeaderMap::new();
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("gopher"));
-        add_forwarded(&mut headers, "10.1.2.3:4567".parse().unwrap());
+        add_forwarded(
+            &mut headers,
+            "10.1.2.3:4567".parse().unwrap(),
+            upstream_host(),
+        );
         assert_eq!(
             headers[X_FORWARDED_PROTO], "http",
             "only http or https is passed on"

@@ -1,6 +1,8 @@
 //! The proxy in front of inventory-app: what is forwarded, what comes back, and what happens
 //! when the upstream is down or slow.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
@@ -358,4 +360,62 @@ async fn a_declared_50_mb_body_is_refused_by_the_gateway_unread() {
     let (gateway, _inventory, _db) = with_inventory().await;
     testkit::hostile::assert_huge_body_refused_unread(gateway.addr(), "/api/movies").await;
     testkit::hostile::assert_huge_body_refused_unread(gateway.addr(), "/api/billing").await;
+}
+
+/// An upstream written by hand that answers every request on a connection with `200 {}` and
+/// counts the connections it accepted. With `close_after_each` it closes every connection
+/// right after its answer without saying so, as a service does when it times out an idle
+/// keep-alive connection.
+async fn counting_upstream(close_after_each: bool) -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                while !read_head(&mut socket).await.is_empty() {
+                    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+                    if socket.write_all(answer).await.is_err() || close_after_each {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test]
+async fn forwarded_requests_reuse_one_keep_alive_connection() {
+    let (upstream, accepted) = counting_upstream(false).await;
+    let gateway = start_gateway(gateway_settings(&upstream, &dead_url().await, no_broker())).await;
+    let http = reqwest::Client::new();
+    for _ in 0..50 {
+        let response = http
+            .get(format!("{}/api/movies/1", gateway.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "{}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn an_upstream_that_closes_its_idle_connections_fails_no_request() {
+    let (upstream, accepted) = counting_upstream(true).await;
+    let gateway = start_gateway(gateway_settings(&upstream, &dead_url().await, no_broker())).await;
+    let http = reqwest::Client::new();
+    for n in 0..200 {
+        let response = http
+            .get(format!("{}/api/movies/1", gateway.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "request {n}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 200);
 }
