@@ -1,5 +1,7 @@
 //! Wiring: the broker connection, the upstream services, the router, the server's lifetime.
 
+use std::sync::Arc;
+
 use common::metrics::Metrics;
 use common::{health, server};
 use tokio::net::TcpListener;
@@ -8,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Settings;
 use crate::proxy::Upstream;
 use crate::publisher::Publisher;
-use crate::routes::{self, AppState};
+use crate::routes::{self, AppState, MovieRoutes};
 
 /// Serves on `listener` until `shutdown` is cancelled. The broker connection outlives the
 /// HTTP server by the time in-flight orders need to get their confirms. Tests pass a listener
@@ -35,7 +37,7 @@ pub async fn serve(
         async move { publisher.maintain(broker, stop).await }
     });
 
-    let state = AppState {
+    let state = Arc::new(AppState {
         inventory: Upstream::new(
             "inventory-app",
             &settings.inventory_url,
@@ -47,12 +49,14 @@ pub async fn serve(
             settings.upstream_timeout,
         ),
         publisher: publisher.clone(),
-    };
+    });
     let app = server::app(
-        routes::router(state).merge(health::routes(vec![publisher.readiness()], metrics.clone())),
+        routes::router(state.clone())
+            .merge(health::routes(vec![publisher.readiness()], metrics.clone())),
         metrics,
         &settings.server,
-    );
+    )
+    .with_direct_routes(MovieRoutes(state));
 
     let served = server::serve(listener, app, &settings.server, shutdown).await;
     broker_shutdown.cancel();

@@ -27,7 +27,7 @@ static MIGRATOR: Migrator = sqlx::migrate!();
 /// (`settings.database` is what `db` was made from).
 ///
 /// This is what [`serve`] runs; tests drive the application in-process with
-/// `tower::ServiceExt::oneshot`. The two share their state: `/ready` is false until the
+/// [`App::handle`]. The two share their state: `/ready` is false until the
 /// consumer consumes and while its inserts fail, and the read API answers 503 until the schema
 /// is in place.
 pub fn app(

@@ -16,7 +16,7 @@ static MIGRATOR: Migrator = sqlx::migrate!();
 
 /// The complete HTTP application over `db`: the movie API, the probes and the metrics, with
 /// the server's limits, request ids and logs. This is what [`serve`] serves; tests drive it
-/// in-process with `tower::ServiceExt::oneshot`, no socket needed.
+/// in-process with [`App::handle`], no socket needed.
 ///
 /// Until [`prepare_database`] has succeeded on `db` (or a clone of it), `/ready` is false and
 /// the API answers 503.

@@ -5,20 +5,18 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use common::server::App;
 use serde_json::Value;
-use tower::ServiceExt;
 
 use crate::eventually;
 
-/// Where in-process requests come from, for handlers that read `ConnectInfo<SocketAddr>`: the
+/// Where in-process requests come from, for handlers that read the client's address: the
 /// loopback address, as for a test client on this machine (port 0: there is no connection).
 const CLIENT: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 
-/// Sends requests to an [`App`] with `tower::ServiceExt::oneshot`, each as
-/// `common::server::serve` would hand it over from a connection.
+/// Sends requests to an [`App`] with [`App::handle`], each as `common::server::serve` would
+/// hand it over from a connection.
 #[derive(Clone)]
 pub struct AppClient {
     app: App,
@@ -66,12 +64,7 @@ impl AppClient {
                 .headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         }
-        request.extensions_mut().insert(ConnectInfo(CLIENT));
-
-        let response = match self.app.clone().oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
+        let response = self.app.handle(request, CLIENT).await;
         let (parts, body) = response.into_parts();
         let body = axum::body::to_bytes(body, usize::MAX)
             .await

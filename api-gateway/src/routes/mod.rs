@@ -1,6 +1,6 @@
 //! The gateway's routes. Probes and metrics come from `common::health`; every route here and
 //! there is described in `openapi.json` (but for the docs page's own files), which a test
-//! holds to this router.
+//! holds to what the gateway serves.
 
 mod billing;
 mod docs;
@@ -10,7 +10,7 @@ mod openapi;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 
 use crate::proxy::Upstream;
 use crate::publisher::Publisher;
@@ -25,11 +25,11 @@ pub struct AppState {
     pub publisher: Publisher,
 }
 
-pub fn router(state: AppState) -> Router {
-    let state: SharedState = Arc::new(state);
+pub use movies::MovieRoutes;
+
+/// Every route but `/api/movies...`, which [`MovieRoutes`] answers before the router.
+pub fn router(state: SharedState) -> Router {
     Router::new()
-        .route("/api/movies", any(movies::forward))
-        .route("/api/movies/{*rest}", any(movies::forward))
         .route("/api/billing", post(billing::create_order))
         .route("/api/billing/orders", get(billing::forward_orders))
         .route(

@@ -1,23 +1,65 @@
 //! `/api/movies` and everything under it: forwarded to inventory-app as they are.
+//!
+//! These are the gateway's busiest routes, and forwarding needs nothing of the router, so they
+//! are answered before it (see `common::server::DirectRoutes`); every method passes through,
+//! and inventory-app answers 404 and 405 itself.
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::Request;
 use axum::http::uri::PathAndQuery;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use common::server::DirectRoutes;
 
 use super::SharedState;
 use crate::error::ApiError;
 
-pub async fn forward(
-    State(state): State<SharedState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
-    request: Request,
-) -> Result<Response, ApiError> {
-    let target = request
-        .uri()
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    Ok(state.inventory.forward(request, client, target).await?)
+/// The routes' templates, as metrics and logs name them.
+const LIST: &str = "/api/movies";
+const UNDER: &str = "/api/movies/{*rest}";
+
+#[derive(Clone)]
+pub struct MovieRoutes(pub SharedState);
+
+impl DirectRoutes for MovieRoutes {
+    fn route(&self, path: &str) -> Option<&'static str> {
+        template(path)
+    }
+
+    async fn call(&self, request: Request, client: SocketAddr) -> Response {
+        let target = request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        match self.0.inventory.forward(request, client, target).await {
+            Ok(response) => response,
+            Err(err) => ApiError::from(err).into_response(),
+        }
+    }
+}
+
+/// The template of the route serving `path`: the list itself or anything under it.
+fn template(path: &str) -> Option<&'static str> {
+    match path.strip_prefix(LIST)? {
+        "" => Some(LIST),
+        rest if rest.starts_with('/') => Some(UNDER),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_and_every_path_under_it_are_claimed_and_nothing_else() {
+        let claims = template;
+        assert_eq!(claims("/api/movies"), Some(LIST));
+        assert_eq!(claims("/api/movies/42"), Some(UNDER));
+        assert_eq!(claims("/api/movies//42/x"), Some(UNDER));
+        assert_eq!(claims("/api/moviesx"), None);
+        assert_eq!(claims("//api/movies"), None);
+        assert_eq!(claims("/api/billing"), None);
+    }
 }

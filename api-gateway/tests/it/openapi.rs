@@ -1,5 +1,5 @@
 //! `GET /api/openapi.json` describes exactly what the gateway serves: every route of the
-//! router is documented, and every documented operation is served (not answered by the
+//! router (and of the routes answered before it) is documented, and every documented operation is served (not answered by the
 //! gateway's 404/405 fallbacks), while undocumented methods get 405. The docs page's own files
 //! are the one deliberate exception (`UNDOCUMENTED`).
 
@@ -15,6 +15,10 @@ const ROUTER_SOURCES: [&str; 2] = [
     include_str!("../../src/routes/mod.rs"),
     include_str!("../../../common/src/health.rs"),
 ];
+
+/// The sources of the routes answered before the router (`common::server::DirectRoutes`):
+/// their templates are the `&str` constants there.
+const DIRECT_ROUTE_SOURCES: [&str; 1] = [include_str!("../../src/routes/movies.rs")];
 
 /// Routes served on purpose without being in the document: the docs page's own scripts and
 /// styles, which are not part of the API.
@@ -37,11 +41,17 @@ fn normalize(template: &str) -> String {
         .join("/")
 }
 
-/// Every path template passed to `.route("...")` in the router's sources.
+/// Every path template passed to `.route("...")` in the router's sources, and every template
+/// of the direct routes.
 fn router_paths() -> BTreeSet<String> {
-    ROUTER_SOURCES
+    let routed = ROUTER_SOURCES
         .iter()
-        .flat_map(|source| source.split(".route(").skip(1))
+        .flat_map(|source| source.split(".route(").skip(1));
+    let direct = DIRECT_ROUTE_SOURCES
+        .iter()
+        .flat_map(|source| source.split(": &str = ").skip(1));
+    routed
+        .chain(direct)
         .filter_map(|call| call.trim_start().strip_prefix('"')?.split('"').next())
         .map(normalize)
         .filter(|path| !UNDOCUMENTED.contains(&path.as_str()))
