@@ -2,7 +2,8 @@
 //!
 //! - [`config`]: the settings, read from the environment;
 //! - [`startup`]: the broker connection, the router, the server's lifetime;
-//! - `routes/movies.rs`: `/api/movies...`, forwarded to inventory-app;
+//! - `routes/movies.rs`: `/api/movies...`, forwarded to inventory-app, answered before the
+//!   router;
 //! - `routes/billing.rs`: `POST /api/billing` (published) and `/api/billing/orders...`
 //!   (forwarded to billing-app);
 //! - `routes/openapi.rs`: `GET /api/openapi.json`, the document in `openapi.json`;
