@@ -18,6 +18,8 @@ use crate::error::ApiError;
 const LIST: &str = "/api/movies";
 const UNDER: &str = "/api/movies/{*rest}";
 
+/// `/api/movies...`, answered with what inventory-app answers (or the gateway's own 502, 503 or
+/// 504 when it cannot).
 #[derive(Clone)]
 pub struct MovieRoutes(pub SharedState);
 

@@ -419,3 +419,41 @@ async fn an_upstream_that_closes_its_idle_connections_fails_no_request() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 200);
 }
+
+#[tokio::test]
+async fn forwarded_requests_are_counted_by_route_template_with_a_request_id() {
+    let (upstream, _accepted) = counting_upstream(false).await;
+    let gateway = start_gateway(gateway_settings(&upstream, &dead_url().await, no_broker())).await;
+    let http = reqwest::Client::new();
+    for (method, path) in [
+        ("GET", "/api/movies"),
+        ("GET", "/api/movies/"),
+        ("GET", "/api/movies?title=x"),
+        ("GET", "/api/movies/1"),
+        ("DELETE", "/api/movies/2/"),
+        ("GET", "/api/movies/3/reviews"),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = http
+            .request(method, format!("{}{path}", gateway.url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert!(response.headers().contains_key("x-request-id"), "{path}");
+    }
+    let count = |route: &str, method: &str| {
+        let series =
+            format!(r#"http_requests_total{{method="{method}",route="{route}",status="200"}}"#);
+        let url = gateway.url();
+        async move { testkit::metric(&url, &series).await }
+    };
+    assert_eq!(count("/api/movies", "GET").await, 3.0);
+    assert_eq!(count("/api/movies/{*rest}", "GET").await, 2.0);
+    assert_eq!(count("/api/movies/{*rest}", "DELETE").await, 1.0);
+    let metrics = testkit::metrics_text(&gateway.url()).await;
+    assert!(
+        !metrics.contains(r#"route="/api/movies/1""#),
+        "a path became a label:\n{metrics}"
+    );
+}
