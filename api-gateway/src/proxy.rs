@@ -18,6 +18,7 @@ use axum::http::{StatusCode, Uri, Version};
 use axum::response::Response;
 use common::http::{JsonError, MAX_BODY_BYTES};
 use http_body_util::{BodyExt, LengthLimitError};
+use hyper::body::Body as _;
 
 use crate::connection_pool::{ConnectionPool, SendError};
 
@@ -108,7 +109,14 @@ impl Upstream {
         let headers = request.headers_mut();
         remove_hop_by_hop(headers);
         add_forwarded(headers, client, self.host.clone());
-        let request = request.map(|body| Body::new(body.map_err(ClientBodyError)));
+        let request = request.map(|body| {
+            // Nothing of an empty body can fail: it is sent as one, without a wrapper to poll.
+            if body.is_end_stream() {
+                Body::empty()
+            } else {
+                Body::new(body.map_err(ClientBodyError))
+            }
+        });
 
         let response = tokio::time::timeout(self.timeout, self.connections.send(request))
             .await

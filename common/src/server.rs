@@ -30,6 +30,7 @@ use axum::http::{HeaderValue, StatusCode, Uri, Version, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use http_body_util::Limited;
+use hyper::body::Body as _;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -288,7 +289,12 @@ impl Gate {
     where
         Answer: Future<Output = Response>,
     {
-        let request = request.map(|body| Body::new(Limited::new(body, MAX_BODY_BYTES)));
+        // A request without a body (most GETs) has nothing to limit, and is spared a box.
+        let request = if request.body().is_end_stream() {
+            request
+        } else {
+            request.map(|body| Body::new(Limited::new(body, MAX_BODY_BYTES)))
+        };
         let limit = self.request_timeout;
         match tokio::time::timeout(limit, handler(request)).await {
             Ok(response) => response,
