@@ -208,8 +208,11 @@ check "   $target is running in the cluster again" eventually 180 cluster_of_thr
 sleep 5
 stop_load
 # Like a frozen node for its clients (packets vanish, no reset), and if it led the queue,
-# the others elect a leader among themselves first; 15 s.
-finish partition 3 15 "a node cut off and reconnected"
+# no order is confirmed anywhere until the other two have noticed and elected a leader
+# among themselves: every gateway's orders of that time get their 503 one confirm timeout
+# (5 s) after they were sent, and those sent on the next node before the election is over
+# get theirs 5 s later again. Two such rounds of timeouts took 12.0-16.2 s on 2 cores; 20 s.
+finish partition 3 20 "a node cut off and reconnected"
 
 leader=$(queue_field billing_queue leader)
 leader=${leader#rabbit@}
