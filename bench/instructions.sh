@@ -8,7 +8,8 @@
 #   REQUESTS=5000 PATH_=/api/movies/42    the measured load (after 500 requests of warm-up)
 #
 # inventory-app (this checkout's release build) runs natively on a fresh database with 50
-# movies; each gateway runs under callgrind in front of it while oha sends the requests with
+# movies; each gateway, and then nginx as bench/run.sh configures it (the reference row, when
+# nginx is installed), runs under callgrind in front of it while oha sends the requests with
 # 16 connections; the counters are zeroed after the warm-up and read after the load. Prints a
 # markdown table. Needs valgrind, oha, psql and the local PostgreSQL; leaves nothing behind.
 set -euo pipefail
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 REQUESTS=${REQUESTS:-5000}
 TARGET_PATH=${PATH_:-/api/movies/42}
-INVENTORY_PORT=18280 GATEWAY_PORT=13200 DB=bench_instructions
+INVENTORY_PORT=18280 GATEWAY_PORT=13200 NGINX_PORT=13201 DB=bench_instructions
 OUT=bench/out/instructions
 
 log() { printf '[instructions] %s\n' "$*" >&2; }
@@ -51,29 +52,48 @@ for i in $(seq 1 50); do
     "http://127.0.0.1:$INVENTORY_PORT/api/movies"
 done
 
-echo "| api-gateway binary | requests | instructions per request |"
-echo "|---|---:|---:|"
-for gateway in "$@"; do
-  log "measuring $gateway"
-  profile="$OUT/callgrind.out"
+# measure LABEL PORT COMMAND...: runs COMMAND (a proxy listening on PORT in front of
+# inventory-app) under callgrind and prints its row.
+measure() {
+  local label=$1 port=$2 profile="$OUT/callgrind.out" pid total
+  shift 2
+  log "measuring $label"
   rm -f "$profile"*
-  API_GATEWAY_PORT=$GATEWAY_PORT INVENTORY_APP_URL=http://127.0.0.1:$INVENTORY_PORT \
-    BILLING_APP_URL=http://127.0.0.1:1 RABBITMQ_QUEUE=bench_instructions \
-    valgrind --tool=callgrind --callgrind-out-file="$profile" "$gateway" >"$OUT/api-gateway.log" 2>&1 &
-  gateway_pid=$!
-  PIDS+=("$gateway_pid")
+  valgrind --tool=callgrind --callgrind-out-file="$profile" "$@" >"$OUT/proxy.log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
   for _ in $(seq 300); do
-    curl -fs -o /dev/null "http://127.0.0.1:$GATEWAY_PORT$TARGET_PATH" && break
+    curl -fs -o /dev/null "http://127.0.0.1:$port$TARGET_PATH" && break
     sleep 0.2
   done
-  oha -n 500 -c 16 --no-tui "http://127.0.0.1:$GATEWAY_PORT$TARGET_PATH" >/dev/null
-  callgrind_control -z "$gateway_pid" >/dev/null 2>&1
-  oha -n "$REQUESTS" -c 16 --no-tui "http://127.0.0.1:$GATEWAY_PORT$TARGET_PATH" >"$OUT/oha.txt"
+  oha -n 500 -c 16 --no-tui "http://127.0.0.1:$port$TARGET_PATH" >/dev/null
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  oha -n "$REQUESTS" -c 16 --no-tui "http://127.0.0.1:$port$TARGET_PATH" >"$OUT/oha.txt"
   grep -q 'Success rate:.*100.00%' "$OUT/oha.txt" || { log "requests failed: $OUT/oha.txt"; exit 1; }
   # The dump requested here is the load alone; the one written at exit is what followed it.
-  callgrind_control -d "$gateway_pid" >/dev/null 2>&1
-  kill -INT "$gateway_pid"
-  wait "$gateway_pid" 2>/dev/null || true
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  kill -INT "$pid"
+  wait "$pid" 2>/dev/null || true
   total=$(callgrind_annotate "$profile.1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
-  echo "| \`$gateway\` | $REQUESTS | $((total / REQUESTS)) |"
+  echo "| $label | $REQUESTS | $((total / REQUESTS)) |"
+}
+
+echo "| proxy | requests | instructions per request |"
+echo "|---|---:|---:|"
+for gateway in "$@"; do
+  API_GATEWAY_PORT=$GATEWAY_PORT INVENTORY_APP_URL=http://127.0.0.1:$INVENTORY_PORT \
+    BILLING_APP_URL=http://127.0.0.1:1 RABBITMQ_QUEUE=bench_instructions \
+    measure "\`$gateway\`" "$GATEWAY_PORT" "$gateway"
 done
+
+# The reference: nginx as bench/run.sh configures it, in one process (no master) so that the
+# process measured is the one that serves.
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+if [ -x "$NGINX" ]; then
+  sed -e "s/@NGINX_PORT@/$NGINX_PORT/" -e "s/@INVENTORY_PORT@/$INVENTORY_PORT/" -e "s|@OUT@|$PWD/$OUT|g" \
+    bench/nginx.conf >"$OUT/nginx.conf"
+  measure "nginx (reference, \`bench/nginx.conf\`)" "$NGINX_PORT" \
+    "$NGINX" -c "$PWD/$OUT/nginx.conf" -e "$PWD/$OUT/nginx-error.log" -g 'master_process off;'
+else
+  log "nginx is not installed: no reference row"
+fi

@@ -129,6 +129,40 @@ fn parent_of(pid: u32) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Waits up to `limit` until every thread of `pid` is stopped (SIGSTOP): `kill` returns once
+/// the signal is sent, and a thread that is running or in a system call stops a moment later.
+pub(crate) fn wait_stopped(pid: u32, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if all_threads_stopped(pid) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(threads) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    threads.filter_map(Result::ok).all(|thread| {
+        fs::read_to_string(thread.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                // The state follows "PID (COMM) "; COMM may hold spaces and parentheses.
+                let (_, rest) = stat.rsplit_once(')')?;
+                rest.split_whitespace()
+                    .next()
+                    .map(|state| state == "T" || state == "t")
+            })
+            // A thread that has just exited is not running either.
+            .unwrap_or(true)
+    })
+}
+
 /// Waits up to `limit` for `child` to exit, without blocking the runtime's thread for long.
 pub(crate) async fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     let deadline = tokio::time::Instant::now() + limit;

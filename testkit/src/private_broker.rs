@@ -117,10 +117,15 @@ impl PrivateBroker {
     }
 
     /// SIGSTOP: the node stops doing anything, while its sockets stay open (the kernel keeps
-    /// accepting connections and buffering bytes): a hung broker, not a dead one.
+    /// accepting connections and buffering bytes): a hung broker, not a dead one. Returns
+    /// once all its threads have stopped, so that nothing sent afterwards can be answered.
     pub fn freeze(&self) {
         if let Some(pid) = self.pid() {
             assert!(os::signal(pid, libc::SIGSTOP), "SIGSTOP the node");
+            assert!(
+                os::wait_stopped(pid, Duration::from_secs(5)),
+                "the node's threads stop within 5 s of SIGSTOP"
+            );
         }
     }
 
