@@ -4,7 +4,8 @@
 
 use std::fmt;
 use std::future::Future;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
@@ -19,6 +20,11 @@ use crate::order::Order;
 
 /// Seconds between heartbeats: a silently dead broker or network is noticed within ~2x this.
 const HEARTBEAT_SECONDS: u16 = 10;
+
+/// How long opening a connection may take, TCP and AMQP handshakes together. A frozen node's
+/// kernel still accepts TCP connections, and no heartbeat runs before the AMQP handshake is
+/// over, so without this limit connecting to it would wait until it resumes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One RabbitMQ node: `host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,9 +111,10 @@ impl BrokerSettings {
                 port: node.port,
             },
             vhost: "/".to_owned(),
+            // No `connection_timeout`: lapin's asynchronous connect ignores it (lapin 4.12,
+            // amq-protocol-tcp 10.6), so `connect_to` sets its own limit.
             query: AMQPQueryString {
                 heartbeat: Some(HEARTBEAT_SECONDS),
-                connection_timeout: Some(5_000),
                 ..AMQPQueryString::default()
             },
         }
@@ -301,7 +308,18 @@ async fn connect_to(
     name: &str,
 ) -> lapin::Result<Connection> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect_uri(settings.uri(node), properties).await
+    let connecting = Connection::connect_uri(settings.uri(node), properties);
+    tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .unwrap_or_else(|_elapsed| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no AMQP handshake within {CONNECT_TIMEOUT:?} (is the node frozen or cut off?)"
+                ),
+            )
+            .into())
+        })
 }
 
 /// Runs `session` on a fresh connection, again and again, until `shutdown` is cancelled.
