@@ -33,6 +33,7 @@ PLAIN=http://127.0.0.1:${API_GATEWAY_PUBLISHED_PORT:-3000}
 CLIENTS=${E2E_HA_CLIENTS:-6}
 WORK=$(mktemp -d)
 LOADER_PID=
+PHASE_STARTED=
 NODES=(rabbitmq rabbitmq-1 rabbitmq-2)
 
 # shellcheck source=Scripts/lib/checks.sh
@@ -110,6 +111,7 @@ node_of() {
 
 # start_load PHASE NUMBER: clients post orders from user id NUMBER * 10^8 on.
 start_load() {
+  PHASE_STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
   python3 Scripts/lib/order-load.py post "$PLAIN" "$WORK/$1.answers" \
     --clients "$CLIENTS" --first-user "$(($2 * 100000000))" &
   LOADER_PID=$!
@@ -134,6 +136,9 @@ finish() {
     pass "$phase: $what: every 200 stored once, nothing twice, degraded within $bound s"
   else
     fail "$phase: $what: every 200 stored once, nothing twice, degraded within $bound s"
+    # What the gateways did about their broker connections meanwhile (no per-request lines).
+    docker compose logs --no-color --since "$PHASE_STARTED" api-gateway api-gateway-2 2>/dev/null |
+      grep -v 'request{' | tail -n 60 || true
   fi
   echo "  $figures"
   echo "$phase $bound $figures" >>"$WORK/report"
@@ -192,8 +197,14 @@ check "   $target is running in the cluster again" eventually 120 cluster_of_thr
 sleep 5
 stop_load
 # A frozen node is silent: the requests in flight on it get their 503 after the confirm
-# timeout (5 s), and the gateway moves on with the first of them; 15 s.
-finish pause 2 15 "a node frozen and resumed"
+# timeout (5 s), and the gateway moves on with the first of them (6.0 s seen). If the node
+# led billing_queue, no order is confirmed anywhere until the other two have noticed and
+# elected a leader (12 to 17 s after the freeze on 2 cores, RabbitMQ 4.0): the gateway misses
+# a confirm on the next node too, moves on again, and may land on the frozen node, which it
+# leaves when the handshake's 5 s are up. Election time, plus up to those 5 s and the next
+# connection's declaration (1 s): 16.1 and 17.1 s seen; 25 s, short of the 30 s pause, which
+# a gateway waiting for the node to resume would exceed.
+finish pause 2 25 "a node frozen and resumed"
 
 target=$(node_of api-gateway-2)
 target=${target:-rabbitmq-1}
