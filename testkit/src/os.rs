@@ -122,11 +122,19 @@ pub(crate) fn children(pid: u32) -> Vec<u32> {
 }
 
 fn parent_of(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "PID (COMM) STATE PPID ...": COMM may contain spaces and parentheses, so split after
-    // its last ')'.
+    stat_after_comm(format!("/proc/{pid}/stat"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// A `/proc` `stat` file ("PID (COMM) STATE PPID ...") from STATE on: COMM may contain
+/// spaces and parentheses, so the rest starts after its last ')'.
+fn stat_after_comm(path: impl AsRef<std::path::Path>) -> Option<String> {
+    let stat = fs::read_to_string(path).ok()?;
     let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(1)?.parse().ok()
+    Some(rest.to_owned())
 }
 
 /// Waits up to `limit` until every thread of `pid` is stopped (SIGSTOP): `kill` returns once
@@ -149,15 +157,8 @@ fn all_threads_stopped(pid: u32) -> bool {
         return false;
     };
     threads.filter_map(Result::ok).all(|thread| {
-        fs::read_to_string(thread.path().join("stat"))
-            .ok()
-            .and_then(|stat| {
-                // The state follows "PID (COMM) "; COMM may hold spaces and parentheses.
-                let (_, rest) = stat.rsplit_once(')')?;
-                rest.split_whitespace()
-                    .next()
-                    .map(|state| state == "T" || state == "t")
-            })
+        stat_after_comm(thread.path().join("stat"))
+            .map(|rest| matches!(rest.split_whitespace().next(), Some("T" | "t")))
             // A thread that has just exited is not running either.
             .unwrap_or(true)
     })

@@ -145,22 +145,11 @@ async fn orders_are_accepted_within_2_s_of_the_broker_answering_after_a_long_out
 }
 
 /// A gateway process given both nodes (`RABBITMQ_HOSTS`, `first` first), ready, the URL of
-/// its orders, and its queue (removed when dropped).
+/// its orders, and its queue, named on `second` (removed when dropped).
 async fn gateway_on_two_nodes(
     first: &PrivateBroker,
     second: &PrivateBroker,
 ) -> (testkit::ServiceProcess, String, TestQueue) {
-    let (gateway, queue) = start_gateway_on_two_nodes(first, second).await;
-    wait_for_ready(&gateway.url(), 200).await;
-    let url = format!("{}/api/billing", gateway.url());
-    (gateway, url, queue)
-}
-
-/// The same gateway, not waited for; its queue is named on `second`.
-async fn start_gateway_on_two_nodes(
-    first: &PrivateBroker,
-    second: &PrivateBroker,
-) -> (testkit::ServiceProcess, TestQueue) {
     let queue = second.queue();
     let nowhere = dead_url().await;
     let env = [
@@ -176,7 +165,9 @@ async fn start_gateway_on_two_nodes(
     ]
     .map(|(name, value)| (name.to_owned(), value));
     let gateway = testkit::ServiceProcess::start(env!("CARGO_BIN_EXE_api-gateway"), &env).await;
-    (gateway, queue)
+    wait_for_ready(&gateway.url(), 200).await;
+    let url = format!("{}/api/billing", gateway.url());
+    (gateway, url, queue)
 }
 
 /// Posts `order` every 50 ms until one is accepted; the time that took.
@@ -261,22 +252,12 @@ async fn a_gateway_whose_first_node_is_frozen_starts_on_the_next() {
     let (first, second) = (PrivateBroker::start().await, PrivateBroker::start().await);
     first.freeze();
     let started = Instant::now();
-    let (gateway, _queue) = start_gateway_on_two_nodes(&first, &second).await;
-    let mut ready = None;
-    while started.elapsed() < Duration::from_secs(30) {
-        if testkit::ready_status(&gateway.url()).await == 200 {
-            ready = Some(started.elapsed());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (gateway, url, _queue) = gateway_on_two_nodes(&first, &second).await;
+    let ready = started.elapsed();
     let order = json!({"user_id": "8", "number_of_items": "1", "total_amount": "2"});
-    let status = post_json(&format!("{}/api/billing", gateway.url()), &order)
-        .await
-        .status();
+    let status = post_json(&url, &order).await.status();
     first.resume();
     let log = gateway.output();
-    let ready = ready.unwrap_or_else(|| panic!("not ready within 30 s\n{log}"));
     eprintln!("ready {ready:.2?} after starting with its first node frozen");
     assert_eq!(status, 200);
     // The handshake's time limit (5 s) and the second node's handshake.
