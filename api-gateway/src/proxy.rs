@@ -8,17 +8,21 @@
 //! service, over the keep-alive connections of its [`ConnectionPool`].
 
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::uri::PathAndQuery;
 use axum::http::{StatusCode, Uri, Version};
 use axum::response::Response;
 use common::http::{JsonError, MAX_BODY_BYTES};
-use http_body_util::{BodyExt, LengthLimitError};
-use hyper::body::Body as _;
+use http_body_util::LengthLimitError;
+use hyper::body::{Body as _, Frame, SizeHint};
 
 use crate::connection_pool::{ConnectionPool, SendError};
 
@@ -54,6 +58,9 @@ pub enum ProxyError {
     /// The client's body grew past [`MAX_BODY_BYTES`] while it was being forwarded.
     #[error("request body is larger than {MAX_BODY_BYTES} bytes")]
     BodyTooLarge,
+    /// The client's body was still arriving when the time for the service's answer ran out.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
 }
 
 impl From<ProxyError> for JsonError {
@@ -64,6 +71,7 @@ impl From<ProxyError> for JsonError {
             ProxyError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UnreadableBody => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         };
         JsonError::new(status, err.to_string())
     }
@@ -81,6 +89,8 @@ pub struct Upstream {
 impl Upstream {
     /// `base` is the service's `http://host[:port]` (the settings accept no other scheme);
     /// `timeout` bounds the wait for response headers (a slow body after that keeps streaming).
+    /// Running out of it is the service's 504, or the client's 408 while its body is still
+    /// arriving.
     pub fn new(name: &'static str, base: &Uri, timeout: Duration) -> Self {
         let authority = base
             .authority()
@@ -109,35 +119,78 @@ impl Upstream {
         let headers = request.headers_mut();
         remove_hop_by_hop(headers);
         add_forwarded(headers, client, self.host.clone());
+        // Raised once the client's body has been read to the end; `None` for a request without
+        // one. Until then, running out of time is the client's fault, not the service's.
+        let mut body_finished = None;
         let request = request.map(|body| {
             // Nothing of an empty body can fail: it is sent as one, without a wrapper to poll.
             if body.is_end_stream() {
-                Body::empty()
-            } else {
-                Body::new(body.map_err(ClientBodyError))
+                return Body::empty();
             }
+            let finished = Arc::new(AtomicBool::new(false));
+            body_finished = Some(finished.clone());
+            Body::new(ClientBody { body, finished })
         });
 
-        let response = tokio::time::timeout(self.timeout, self.connections.send(request))
-            .await
-            .map_err(|_| ProxyError::Timeout(self.name))?
-            .map_err(|err| {
-                if let Some(body_error) = find_cause::<ClientBodyError>(&err) {
-                    return if find_cause::<LengthLimitError>(body_error).is_some() {
-                        ProxyError::BodyTooLarge
-                    } else {
-                        ProxyError::UnreadableBody
-                    };
-                }
-                tracing::warn!(upstream = self.name, "forwarding failed: {err:?}");
-                match err {
-                    SendError::Connect(_) => ProxyError::Unavailable(self.name),
-                    SendError::Request(_) => ProxyError::BadGateway(self.name),
-                }
-            })?;
+        let Ok(sent) = tokio::time::timeout(self.timeout, self.connections.send(request)).await
+        else {
+            let client_still_sending =
+                body_finished.is_some_and(|finished| !finished.load(Ordering::Acquire));
+            return Err(if client_still_sending {
+                ProxyError::BodyTimeout
+            } else {
+                ProxyError::Timeout(self.name)
+            });
+        };
+        let response = sent.map_err(|err| {
+            if let Some(body_error) = find_cause::<ClientBodyError>(&err) {
+                return if find_cause::<LengthLimitError>(body_error).is_some() {
+                    ProxyError::BodyTooLarge
+                } else {
+                    ProxyError::UnreadableBody
+                };
+            }
+            tracing::warn!(upstream = self.name, "forwarding failed: {err:?}");
+            match err {
+                SendError::Connect(_) => ProxyError::Unavailable(self.name),
+                SendError::Request(_) => ProxyError::BadGateway(self.name),
+            }
+        })?;
         let mut response = response.map(Body::new);
         remove_hop_by_hop(response.headers_mut());
         Ok(response)
+    }
+}
+
+/// The client's request body on its way to the service. Its failures become
+/// [`ClientBodyError`]s, and `finished` is raised once it has been read to the end: a timeout
+/// can then tell a client that stopped sending from a service that stopped answering.
+struct ClientBody {
+    body: Body,
+    finished: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        let polled = ready!(Pin::new(&mut self.body).poll_frame(cx));
+        if polled.is_none() || self.body.is_end_stream() {
+            self.finished.store(true, Ordering::Release);
+        }
+        Poll::Ready(polled.map(|frame| frame.map_err(ClientBodyError)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

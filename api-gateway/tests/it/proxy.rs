@@ -362,6 +362,38 @@ async fn a_declared_50_mb_body_is_refused_by_the_gateway_unread() {
     testkit::hostile::assert_huge_body_refused_unread(gateway.addr(), "/api/billing").await;
 }
 
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_the_clients_408_not_a_504() {
+    let db = TestDatabase::create().await;
+    let inventory = start_inventory(db.settings()).await;
+    let mut settings = gateway_settings(&inventory.url(), &dead_url().await, no_broker());
+    settings.upstream_timeout = Duration::from_millis(500);
+    let gateway = start_gateway(settings).await;
+
+    let body = r#"{"title": "Stalled", "description": "Its last bytes never come"}"#;
+    let mut stream = TcpStream::connect(gateway.addr()).await.unwrap();
+    let head = format!(
+        "POST /api/movies HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..20]).await.unwrap();
+    let response = testkit::hostile::read_response(&mut stream).await;
+    assert_eq!(response.status, 408, "{response:?}");
+    assert!(response.head.contains("application/json"), "{response:?}");
+    assert!(!response.body.contains("inventory-app"), "{response:?}");
+    assert!(
+        testkit::hostile::closed_within(&mut stream, Duration::from_secs(2)).await,
+        "the rest of the body cannot be told from a next request: the connection closes"
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM movies")
+        .fetch_one(&db.pool().await)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "nothing was stored");
+}
+
 /// An upstream written by hand that answers every request on a connection with `200 {}` and
 /// counts the connections it accepted. With `close_after_each` it closes every connection
 /// right after its answer without saying so, as a service does when it times out an idle
