@@ -11,6 +11,10 @@
 //!   service is not restarted or removed for being busy.
 //! - **Time per request**: a request that has not been answered within
 //!   `HTTP_REQUEST_TIMEOUT_SECONDS` (a body trickling in, say) gets 408 and its connection closes.
+//! - **Time to take a response**: a write that has waited `HTTP_WRITE_TIMEOUT_SECONDS` for the
+//!   client to take more of the response (a client that stopped reading) closes the connection.
+//!   Without it such a client would hold its connection, and a forwarded response its upstream
+//!   connection too, for as long as it liked.
 //! - **Body size**: at most [`MAX_BODY_BYTES`] on every route, raw or parsed; a larger
 //!   `Content-Length` is refused before a byte of the body is read.
 //!
@@ -37,6 +41,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio_io_timeout::TimeoutWriter;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tracing::Instrument;
@@ -55,6 +60,9 @@ pub struct ServerSettings {
     /// `HTTP_REQUEST_TIMEOUT_SECONDS`: time from a request's headers to its response's. Longer
     /// than the gateway's upstream and confirm timeouts, so those answer first.
     pub request_timeout: Duration,
+    /// `HTTP_WRITE_TIMEOUT_SECONDS`: how long a write of a response may wait for the client to
+    /// take more of it.
+    pub write_timeout: Duration,
     /// `HTTP_MAX_CONNECTIONS`: open connections at once.
     pub max_connections: usize,
     /// `HTTP_MAX_REQUESTS_IN_FLIGHT`: requests being handled at once, probes aside.
@@ -68,6 +76,7 @@ impl Default for ServerSettings {
         Self {
             header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
             max_connections: 1024,
             max_requests_in_flight: 512,
             shutdown_timeout: Duration::from_secs(10),
@@ -83,6 +92,7 @@ impl ServerSettings {
                 .seconds_or("HTTP_HEADER_TIMEOUT_SECONDS", default.header_timeout)?,
             request_timeout: env
                 .seconds_or("HTTP_REQUEST_TIMEOUT_SECONDS", default.request_timeout)?,
+            write_timeout: env.seconds_or("HTTP_WRITE_TIMEOUT_SECONDS", default.write_timeout)?,
             max_connections: env.at_least("HTTP_MAX_CONNECTIONS", default.max_connections, 1)?,
             max_requests_in_flight: env.at_least(
                 "HTTP_MAX_REQUESTS_IN_FLIGHT",
@@ -354,12 +364,16 @@ pub async fn serve<D: DirectRoutes>(
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY on a connection: {err}");
         }
+        // A write the client does not take within the write timeout fails, closing the connection.
+        let mut stream = TimeoutWriter::new(stream);
+        stream.set_timeout(Some(settings.write_timeout));
         let app = app.clone();
         let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
             let app = app.clone();
             async move { Ok::<_, Infallible>(app.handle(request.map(Body::new), client).await) }
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let connection =
+            graceful.watch(http.serve_connection(TokioIo::new(Box::pin(stream)), service));
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(%client, "connection ended with an error: {err}");
@@ -446,10 +460,12 @@ mod tests {
     fn settings_come_from_the_environment() {
         let env = Env::from_pairs([
             ("HTTP_HEADER_TIMEOUT_SECONDS", "0.5"),
+            ("HTTP_WRITE_TIMEOUT_SECONDS", "2"),
             ("HTTP_MAX_CONNECTIONS", "10"),
         ]);
         let settings = ServerSettings::from_env(&env).unwrap();
         assert_eq!(settings.header_timeout, Duration::from_millis(500));
+        assert_eq!(settings.write_timeout, Duration::from_secs(2));
         assert_eq!(settings.max_connections, 10);
         assert_eq!(settings.max_requests_in_flight, 512);
         let zero = Env::from_pairs([("HTTP_MAX_REQUESTS_IN_FLIGHT", "0")]);

@@ -8,6 +8,7 @@ use inventory_app::{Settings, startup};
 use testkit::{InProcess, TestDatabase, hostile};
 
 const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 async fn start(db: &TestDatabase, server: ServerSettings) -> InProcess {
     let settings = Settings {
@@ -20,9 +21,23 @@ async fn start(db: &TestDatabase, server: ServerSettings) -> InProcess {
     service
 }
 
+/// ~20 MB of movies: a list far larger than the socket buffers between server and client.
+async fn insert_large_list(db: &TestDatabase) {
+    let pool = db.pool().await;
+    sqlx::query(
+        "INSERT INTO movies (title, description) \
+         SELECT 'Movie ' || i, repeat('x', 4000) FROM generate_series(1, 5000) AS i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+}
+
 fn limits() -> ServerSettings {
     ServerSettings {
         header_timeout: HEADER_TIMEOUT,
+        write_timeout: WRITE_TIMEOUT,
         ..ServerSettings::default()
     }
 }
@@ -58,4 +73,12 @@ async fn requests_without_host_and_connections_over_the_cap_are_refused() {
     let service = start(&db, server).await;
     hostile::assert_host_is_required(service.addr()).await;
     hostile::assert_connections_are_capped(service.addr(), 20).await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_given_up() {
+    let db = TestDatabase::create().await;
+    let service = start(&db, limits()).await;
+    insert_large_list(&db).await;
+    hostile::assert_stalled_readers_are_cut_off(service.addr(), "/api/movies", WRITE_TIMEOUT).await;
 }

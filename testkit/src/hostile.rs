@@ -1,13 +1,14 @@
 //! Careless and hostile clients, spoken as raw HTTP/1.1 over TCP, and the checks every service
 //! must pass against them: a slow or idle client is cut off, a flood of made-up methods creates
 //! no metric series, a huge body is refused before it is read, a request without `Host` is
-//! refused, and connections over the cap are answered at once.
+//! refused, connections over the cap are answered at once, and a client that stops reading its
+//! response is given up.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use crate::service::metrics_text;
 
@@ -142,6 +143,58 @@ pub async fn assert_slow_clients_are_cut_off(addr: SocketAddr, header_timeout: D
             "stalled connection {index} still open {deadline:?} after it stopped sending"
         );
     }
+}
+
+/// A `GET path` whose client stops reading at once: once a write of the response has waited
+/// `write_timeout` for the client, the server closes the connection. `path` must answer a
+/// streamed (chunked) response of many megabytes, more than the socket buffers between the
+/// two hold, so that the server's writes do wait; the client reads again after three times
+/// `write_timeout`, and must then see the connection end short of the whole response.
+pub async fn assert_stalled_readers_are_cut_off(
+    addr: SocketAddr,
+    path: &str,
+    write_timeout: Duration,
+) {
+    let socket = TcpSocket::new_v4().expect("a socket");
+    // A small receive window, so that the server's writes have to wait soon.
+    socket
+        .set_recv_buffer_size(4096)
+        .expect("a small receive buffer");
+    let mut stream = socket.connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send the request");
+    tokio::time::sleep(write_timeout * 3).await;
+
+    let mut received = Vec::new();
+    let until_closed = async {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buffer[..n]),
+            }
+        }
+    };
+    let closed = tokio::time::timeout(Duration::from_secs(10), until_closed)
+        .await
+        .is_ok();
+    assert!(
+        received.starts_with(b"HTTP/1.1 200"),
+        "not the response asked for: {:?}",
+        String::from_utf8_lossy(&received[..received.len().min(200)])
+    );
+    assert!(
+        !received.ends_with(b"\r\n0\r\n\r\n"),
+        "the server waited for a client that stopped reading, then sent all {} bytes",
+        received.len()
+    );
+    assert!(
+        closed,
+        "the connection stayed open after the response was cut short"
+    );
 }
 
 /// The number of `http_requests_total` series in `/metrics`.

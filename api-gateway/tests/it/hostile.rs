@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::*;
 
 const HEADER_TIMEOUT: Duration = Duration::from_secs(1);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A gateway with no inventory-app, billing-app or broker behind it, and these server limits.
 async fn gateway_with(server: ServerSettings) -> InProcess {
@@ -23,6 +24,7 @@ async fn gateway_with(server: ServerSettings) -> InProcess {
 fn limits() -> ServerSettings {
     ServerSettings {
         header_timeout: HEADER_TIMEOUT,
+        write_timeout: WRITE_TIMEOUT,
         ..ServerSettings::default()
     }
 }
@@ -44,6 +46,25 @@ async fn silent_upstream() -> String {
 async fn slow_clients_are_cut_off_while_others_are_served() {
     let gateway = gateway_with(limits()).await;
     hostile::assert_slow_clients_are_cut_off(gateway.addr(), HEADER_TIMEOUT).await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_a_forwarded_list_is_given_up() {
+    let db = testkit::TestDatabase::create().await;
+    let inventory = start_inventory(db.settings()).await;
+    // ~20 MB of movies: far more than the socket buffers on the way can hold.
+    let pool = db.pool().await;
+    sqlx::query(
+        "INSERT INTO movies (title, description) \
+         SELECT 'Movie ' || i, repeat('x', 4000) FROM generate_series(1, 5000) AS i",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut settings = gateway_settings(&inventory.url(), &dead_url().await, no_broker());
+    settings.server = limits();
+    let gateway = start_gateway(settings).await;
+    hostile::assert_stalled_readers_are_cut_off(gateway.addr(), "/api/movies", WRITE_TIMEOUT).await;
 }
 
 #[tokio::test]
