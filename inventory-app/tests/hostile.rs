@@ -21,19 +21,6 @@ async fn start(db: &TestDatabase, server: ServerSettings) -> InProcess {
     service
 }
 
-/// ~20 MB of movies: a list far larger than the socket buffers between server and client.
-async fn insert_large_list(db: &TestDatabase) {
-    let pool = db.pool().await;
-    sqlx::query(
-        "INSERT INTO movies (title, description) \
-         SELECT 'Movie ' || i, repeat('x', 4000) FROM generate_series(1, 5000) AS i",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
-}
-
 fn limits() -> ServerSettings {
     ServerSettings {
         header_timeout: HEADER_TIMEOUT,
@@ -79,6 +66,7 @@ async fn requests_without_host_and_connections_over_the_cap_are_refused() {
 async fn a_client_that_stops_reading_is_given_up() {
     let db = TestDatabase::create().await;
     let service = start(&db, limits()).await;
-    insert_large_list(&db).await;
+    // ~20 MB of JSON.
+    db.insert_large_movies(5_000).await;
     hostile::assert_stalled_readers_are_cut_off(service.addr(), "/api/movies", WRITE_TIMEOUT).await;
 }

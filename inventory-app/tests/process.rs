@@ -129,15 +129,7 @@ async fn a_database_outage_in_the_middle_of_a_list_breaks_the_response_and_is_lo
     testkit::wait_for_ready(&service.url(), 200).await;
     // ~80 MB of JSON: far more than the socket buffers between the service and this client can
     // hold, so the service is still reading pages from the database when it is cut off.
-    let pool = db.pool().await;
-    sqlx::query(
-        "INSERT INTO movies (title, description) \
-         SELECT 'Movie ' || i, repeat('x', 4000) FROM generate_series(1, 20000) AS i",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
+    db.insert_large_movies(20_000).await;
 
     let mut response = http
         .get(format!("{}/api/movies", service.url()))

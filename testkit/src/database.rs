@@ -60,6 +60,22 @@ impl TestDatabase {
         ]
     }
 
+    /// Inserts `count` movies of 4 KB each straight into inventory-app's table (created by its
+    /// migrations, so the service must have started): a list of `count` x 4 KB, far more than
+    /// the socket buffers between a server and its client hold once it is a few thousand.
+    pub async fn insert_large_movies(&self, count: i64) {
+        let pool = self.pool().await;
+        sqlx::query(
+            "INSERT INTO movies (title, description) \
+             SELECT 'Movie ' || i, repeat('x', 4000) FROM generate_series(1, $1) AS i",
+        )
+        .bind(count)
+        .execute(&pool)
+        .await
+        .expect("insert the movies");
+        pool.close().await;
+    }
+
     /// A small pool for the test's own assertions on stored rows.
     pub async fn pool(&self) -> PgPool {
         PgPoolOptions::new()

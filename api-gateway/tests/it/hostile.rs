@@ -52,15 +52,8 @@ async fn slow_clients_are_cut_off_while_others_are_served() {
 async fn a_client_that_stops_reading_a_forwarded_list_is_given_up() {
     let db = testkit::TestDatabase::create().await;
     let inventory = start_inventory(db.settings()).await;
-    // ~20 MB of movies: far more than the socket buffers on the way can hold.
-    let pool = db.pool().await;
-    sqlx::query(
-        "INSERT INTO movies (title, description) \
-         SELECT 'Movie ' || i, repeat('x', 4000) FROM generate_series(1, 5000) AS i",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    // ~20 MB of JSON.
+    db.insert_large_movies(5_000).await;
     let mut settings = gateway_settings(&inventory.url(), &dead_url().await, no_broker());
     settings.server = limits();
     let gateway = start_gateway(settings).await;
