@@ -17,6 +17,9 @@
 //!   connection too, for as long as it liked.
 //! - **Body size**: at most [`MAX_BODY_BYTES`] on every route, raw or parsed; a larger
 //!   `Content-Length` is refused before a byte of the body is read.
+//! - **Head size**: a request line and headers over [`MAX_HEAD_BYTES`] get hyper's 431 at once.
+//!   hyper's own default buffers up to ~400 KiB per connection before refusing; with
+//!   `HTTP_MAX_CONNECTIONS` connections that is more memory than a service's container has.
 //!
 //! A trailing slash is accepted on every path, and handlers can read the client's address
 //! through `ConnectInfo<SocketAddr>`. A service may answer its busiest paths before the router
@@ -49,6 +52,10 @@ use tracing::Instrument;
 use crate::config::{self, ConfigError, Env};
 use crate::http::{self, JsonError, MAX_BODY_BYTES};
 use crate::metrics::Metrics;
+
+/// The largest request head (request line and headers) a service reads: 16 KiB, Node.js's
+/// default, far above what any client of this API sends.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
 /// What a service's HTTP server allows each client, from `HTTP_*` and
 /// `SHUTDOWN_TIMEOUT_SECONDS`. [`Default`] gives the production values.
@@ -340,7 +347,8 @@ pub async fn serve<D: DirectRoutes>(
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(settings.header_timeout);
+        .header_read_timeout(settings.header_timeout)
+        .max_header_size(MAX_HEAD_BYTES);
 
     loop {
         let (stream, client) = tokio::select! {

@@ -37,6 +37,13 @@ async fn slow_clients_are_cut_off_while_others_are_served() {
 }
 
 #[tokio::test]
+async fn a_request_head_over_the_limit_is_refused_at_once() {
+    let db = TestDatabase::create().await;
+    let service = start(&db, limits()).await;
+    hostile::assert_large_heads_are_refused(service.addr(), common::server::MAX_HEAD_BYTES).await;
+}
+
+#[tokio::test]
 async fn made_up_methods_create_no_metric_series() {
     let db = TestDatabase::create().await;
     let service = start(&db, limits()).await;

@@ -1,8 +1,8 @@
 //! Careless and hostile clients, spoken as raw HTTP/1.1 over TCP, and the checks every service
 //! must pass against them: a slow or idle client is cut off, a flood of made-up methods creates
 //! no metric series, a huge body is refused before it is read, a request without `Host` is
-//! refused, connections over the cap are answered at once, and a client that stops reading its
-//! response is given up.
+//! refused, connections over the cap are answered at once, a client that stops reading its
+//! response is given up, and a request head larger than the limit is refused at once.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -194,6 +194,44 @@ pub async fn assert_stalled_readers_are_cut_off(
     assert!(
         closed,
         "the connection stayed open after the response was cut short"
+    );
+}
+
+/// Sends, on each of `count` connections, the start of a request whose one header goes on for
+/// `header_bytes` without ever ending, and returns the connections.
+pub async fn endless_heads(addr: SocketAddr, count: usize, header_bytes: usize) -> Vec<TcpStream> {
+    let mut head = b"GET /health HTTP/1.1\r\nHost: test\r\nX-Endless: ".to_vec();
+    head.resize(head.len() + header_bytes, b'a');
+    let mut streams = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        // The server may refuse the head before all of it is written: that is the point.
+        let _ = stream.write_all(&head).await;
+        streams.push(stream);
+    }
+    streams
+}
+
+/// A request head of 12 KiB is served; one that grows past `max_head_bytes` is answered 431
+/// at once and its connection closed, instead of being buffered up to hyper's default of
+/// ~400 KiB until the header timeout.
+pub async fn assert_large_heads_are_refused(addr: SocketAddr, max_head_bytes: usize) {
+    let padding = "p".repeat(12 * 1024);
+    let request = format!("GET /health HTTP/1.1\r\nHost: test\r\nX-Padding: {padding}\r\n\r\n");
+    let response = exchange(addr, request.as_bytes()).await;
+    assert_eq!(response.status, 200, "a 12 KiB head: {:?}", response.head);
+
+    let started = Instant::now();
+    let mut stream = endless_heads(addr, 1, max_head_bytes + 4096)
+        .await
+        .pop()
+        .expect("one connection");
+    let response = read_response(&mut stream).await;
+    assert_eq!(response.status, 431, "{response:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "refusing a head over the limit took {:?}",
+        started.elapsed()
     );
 }
 

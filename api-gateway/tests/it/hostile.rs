@@ -61,6 +61,43 @@ async fn a_client_that_stops_reading_a_forwarded_list_is_given_up() {
 }
 
 #[tokio::test]
+async fn a_request_head_over_the_limit_is_refused_at_once() {
+    let gateway = gateway_with(limits()).await;
+    hostile::assert_large_heads_are_refused(gateway.addr(), common::server::MAX_HEAD_BYTES).await;
+}
+
+/// 200 connections each sending 300 KB of one header that never ends: the real gateway binary
+/// refuses each head at the limit, so its resident memory grows by a few MiB, not by the
+/// 60 MB that buffering every head up to hyper's default (~400 KiB) cost.
+#[tokio::test]
+async fn endless_request_heads_cost_the_gateway_little_memory() {
+    const CONNECTIONS: usize = 200;
+    const GROWTH_BOUND_KIB: u64 = 16 * 1024;
+    let nowhere = dead_url().await;
+    let dead_port = nowhere.rsplit(':').next().unwrap().to_owned();
+    let env: Vec<(String, String)> = [
+        ("API_GATEWAY_PORT", "0"),
+        ("INVENTORY_APP_URL", nowhere.as_str()),
+        ("BILLING_APP_URL", nowhere.as_str()),
+        ("RABBITMQ_HOST", "127.0.0.1"),
+        ("RABBITMQ_PORT", dead_port.as_str()),
+        ("RUST_LOG", "warn,common::cli=info"),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+    .collect();
+    let gateway = testkit::ServiceProcess::start(env!("CARGO_BIN_EXE_api-gateway"), &env).await;
+    let before = gateway.resident_kib().unwrap();
+    let _held = hostile::endless_heads(gateway.addr(), CONNECTIONS, 300_000).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let growth = gateway.resident_kib().unwrap().saturating_sub(before);
+    assert!(
+        growth < GROWTH_BOUND_KIB,
+        "{CONNECTIONS} endless heads grew the gateway by {growth} KiB"
+    );
+}
+
+#[tokio::test]
 async fn made_up_methods_create_no_metric_series() {
     let gateway = gateway_with(limits()).await;
     // On a route, where a method is matched against the route's, and outside any.

@@ -47,6 +47,13 @@ async fn slow_clients_are_cut_off_while_others_are_served() {
 }
 
 #[tokio::test]
+async fn a_request_head_over_the_limit_is_refused_at_once() {
+    let billing = start(limits()).await;
+    hostile::assert_large_heads_are_refused(billing.service.addr(), common::server::MAX_HEAD_BYTES)
+        .await;
+}
+
+#[tokio::test]
 async fn made_up_methods_create_no_metric_series() {
     let billing = start(limits()).await;
     hostile::assert_methods_create_no_series(billing.service.addr(), "/api/orders").await;
