@@ -229,9 +229,13 @@ pub async fn assert_large_heads_are_refused(addr: SocketAddr, max_head_bytes: us
     let response = read_response(&mut stream).await;
     assert_eq!(response.status, 431, "{response:?}");
     assert!(
-        started.elapsed() < Duration::from_millis(500),
+        started.elapsed() < Duration::from_secs(1),
         "refusing a head over the limit took {:?}",
         started.elapsed()
+    );
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(1)).await,
+        "the connection of a refused head stays open"
     );
 }
 
