@@ -115,8 +115,15 @@ served_fingerprint() {
 }
 file_fingerprint() { openssl x509 -noout -fingerprint -sha256 -in "$1" | cut -d= -f2; }
 
+# logs_contain SERVICE TEXT: SERVICE's log holds TEXT. The log is taken whole before it is
+# searched: docker compose exits 255 when the pipe it writes to closes early, as `grep -q` does
+# at its first match, and under pipefail that would turn a match into a failure.
+logs_contain() {
+  local logs
+  logs=$(docker compose logs --no-color "$1" 2>/dev/null) && grep -qF -- "$2" <<<"$logs"
+}
 # gateway_served SERVICE TEXT: the gateway logged a request whose id contains TEXT.
-gateway_served() { docker compose logs --no-color "$1" 2>/dev/null | grep -q "request_id=$2"; }
+gateway_served() { logs_contain "$1" "request_id=$2"; }
 
 # --- 1. build and start ----------------------------------------------------------------
 
@@ -220,7 +227,10 @@ check "   user 20 is stored in billing-db" eventually 30 stored_users_are 20
 
 docker compose stop billing-app >/dev/null
 billing_stopped_at=$(now)
-billing_stopped() { ! docker compose ps --status running --services | grep -qx billing-app; }
+billing_stopped() {
+  local running
+  running=$(docker compose ps --status running --services) && ! grep -qx billing-app <<<"$running"
+}
 check "4. docker compose stop billing-app" billing_stopped
 
 status=$(request POST /api/billing/ '{"user_id": "22", "number_of_items": "10", "total_amount": "50"}')
@@ -500,8 +510,7 @@ echo "orders: $orders_before; movies: $movies_before"
 # interval after the newest backup, takes the next, and still keeps two of each.
 BACKUP_INTERVAL=3s BACKUP_KEEP=2 compose_all up -d backup >/dev/null 2>&1
 scheduled() {
-  docker compose logs --no-color backup 2>/dev/null | grep -q 'next backup in' &&
-    docker compose logs --no-color backup 2>/dev/null | grep -q 'orders: /backups/orders-'
+  logs_contain backup 'next backup in' && logs_contain backup 'orders: /backups/orders-'
 }
 check "the scheduled backup service waits for the interval, then takes a backup" eventually 30 scheduled
 check "   its healthcheck passes" docker compose exec -T backup /bin/sh /opt/backup/backup.sh health

@@ -60,6 +60,10 @@ trap cleanup EXIT
 sql() { docker compose exec -T billing-db psql -v ON_ERROR_STOP=1 -qAt -F ' ' -c "$1"; }
 
 container_of() { docker compose ps -q "$1"; }
+# The first of SERVICE's containers. sed reads to the end: `head -n 1` may exit before docker
+# has written its last line, and docker then fails on the broken pipe, which fails the whole
+# pipe (pipefail) and the script (a CI run stopped in the consumer phase with status 255).
+first_container_of() { container_of "$1" | sed -n 1p; }
 healthy() { [ "$(docker inspect -f '{{.State.Health.Status}}' "$(container_of "$1")" 2>/dev/null)" = healthy ]; }
 
 # rabbitmqctl ARGS...: run on the first node that answers (a node may be down or frozen).
@@ -101,7 +105,7 @@ queue_empty() { [ "$(queue_field billing_queue messages)" = 0 ]; }
 node_of() {
   local address
   address=$(docker inspect -f "{{(index .NetworkSettings.Networks \"${COMPOSE_PROJECT_NAME}_back\").IPAddress}}" \
-    "$(container_of "$1" | head -n 1)")
+    "$(first_container_of "$1")")
   # awk reads to the end: an early exit would fail the pipe (pipefail).
   { rabbitmqctl_any list_connections pid peer_host || true; } |
     awk -v address="$address" '!found && $2 == address && match($1, /^<rabbit@[^.]+/) { print substr($1, 9, RLENGTH - 8); found = 1 }'
@@ -259,7 +263,7 @@ docker compose exec -T billing-db psql -qAt -c \
 locker=$!
 sleep 1
 docker compose start billing-app >/dev/null
-first_replica=$(docker compose ps -q billing-app | head -n 1)
+first_replica=$(first_container_of billing-app)
 held() { [ "$(queue_field billing_queue messages_unacknowledged)" -gt 0 ]; }
 eventually 8 held || true
 in_hand=$(queue_field billing_queue messages_unacknowledged)
