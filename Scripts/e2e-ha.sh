@@ -186,8 +186,9 @@ docker compose start rabbitmq-1 >/dev/null
 check "   rabbitmq-1 is back in the cluster" eventually 120 cluster_of_three
 sleep 5
 stop_load
-# Connections to a killed node reset at once: its clients move within a second or two.
-finish kill 1 10 "a node killed and restarted"
+# Connections to a killed node reset at once: its clients move within a second or two. When
+# the killed node led billing_queue, it is the leader case below: 15 s.
+finish kill 1 15 "a node killed and restarted"
 
 target=$(node_of api-gateway)
 target=${target:-rabbitmq}
@@ -247,8 +248,9 @@ check "   $leader is back in the cluster" eventually 120 cluster_of_three
 sleep 5
 stop_load
 # Clients of the killed node move at once; publishes to the queue wait for the election
-# (a few seconds) and are confirmed after it: 10 s.
-finish leader 4 10 "the queue's leader node killed and restarted"
+# (a few seconds) and are confirmed after it. An election longer than the 5 s confirm timeout
+# costs a second round on the next node: 15 s (11.0 s seen in CI on 2 cores).
+finish leader 4 15 "the queue's leader node killed and restarted"
 
 say "consumer: a backlog built with billing-app stopped, one replica killed with deliveries in hand"
 start_load consumer 5
