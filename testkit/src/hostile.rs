@@ -93,16 +93,7 @@ pub async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
 
 /// Opens `count` connections that each send the start of a request's headers, then nothing.
 pub async fn slow_clients(addr: SocketAddr, count: usize) -> Vec<TcpStream> {
-    let mut streams = Vec::with_capacity(count);
-    for _ in 0..count {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
-        stream
-            .write_all(b"GET /health HTTP/1.1\r\nHost: test\r\nX-Slow: ")
-            .await
-            .expect("send a partial request");
-        streams.push(stream);
-    }
-    streams
+    endless_heads(addr, count, 0).await
 }
 
 /// The slowest of `count` sequential `GET {url}/health` on new connections.
