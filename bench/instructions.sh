@@ -11,7 +11,9 @@
 # movies; each gateway, and then nginx as bench/run.sh configures it (the reference row, when
 # nginx is installed), runs under callgrind in front of it while oha sends the requests with
 # 16 connections; the counters are zeroed after the warm-up and read after the load. Prints a
-# markdown table. Needs valgrind, oha, psql and the local PostgreSQL; leaves nothing behind.
+# markdown table. Needs valgrind, oha, psql and the local PostgreSQL. Leaves nothing behind but
+# bench/out/instructions/, where each row's profile of the load stays, to be read with
+# `callgrind_annotate --inclusive=yes --tree=calling bench/out/instructions/row-N.callgrind`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +33,7 @@ if [ "$#" -eq 0 ]; then
   set -- target/release/api-gateway
 fi
 mkdir -p "$OUT"
+rm -f "$OUT"/row-*.callgrind
 
 sql() { psql -h 127.0.0.1 -U postgres -qAt -v ON_ERROR_STOP=1 "$@"; }
 PIDS=()
@@ -53,10 +56,13 @@ for i in $(seq 1 50); do
 done
 
 # measure LABEL PORT COMMAND...: runs COMMAND (a proxy listening on PORT in front of
-# inventory-app) under callgrind and prints its row.
+# inventory-app) under callgrind, prints its row and keeps its profile of the load as
+# $OUT/row-N.callgrind, N counting the rows from 1.
+ROWS=0
 measure() {
   local label=$1 port=$2 profile="$OUT/callgrind.out" pid total
   shift 2
+  ROWS=$((ROWS + 1))
   log "measuring $label"
   rm -f "$profile"*
   valgrind --tool=callgrind --callgrind-out-file="$profile" "$@" >"$OUT/proxy.log" 2>&1 &
@@ -74,7 +80,9 @@ measure() {
   callgrind_control -d "$pid" >/dev/null 2>&1
   kill -INT "$pid"
   wait "$pid" 2>/dev/null || true
-  total=$(callgrind_annotate "$profile.1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
+  mv "$profile.1" "$OUT/row-$ROWS.callgrind"
+  log "its profile of the load: $OUT/row-$ROWS.callgrind"
+  total=$(callgrind_annotate "$OUT/row-$ROWS.callgrind" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1; exit }')
   echo "| $label | $REQUESTS | $((total / REQUESTS)) |"
 }
 
